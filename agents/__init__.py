@@ -1,0 +1,1 @@
+"""Learning and decision: networks, buffers, algorithms, baselines, training, actor bundles."""

@@ -1,0 +1,1 @@
+"""The runtime and the face of ristwin: messages, transports, daemons, deployment, CLI."""

@@ -1,0 +1,1 @@
+"""The physical edge: driver interface, sim driver, serial protocol, pyserial driver, emulator."""

@@ -1,0 +1,3 @@
+"""The world: geometry, channels, surfaces, energy, signal metrics, scenarios and MDPs."""
+
+__version__ = "0.1.0"

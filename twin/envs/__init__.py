@@ -1,0 +1,1 @@
+"""The papers' MDPs as batched multi-agent environments (one module per paper)."""

@@ -1,0 +1,48 @@
+"""Signal metrics of the single-cell downlink with passive surfaces (P1 section II).
+
+Pure functions over batched torch tensors: every argument carries a leading batch axis B
+(environments), and complex64 / complex128 both work (the dtype follows the inputs).
+
+Conventions (shared with the snapshot format of docs/SNAPSHOT.md):
+  H_BR  (B, L, N, M)  BS -> surface l
+  h_RU  (B, L, K, N)  surface l -> user k, used as h_RU[l,k]^H Phi_l H_BR[l]
+  h_BU  (B, K, M)     BS -> user k, used as h_BU[k]^H
+  phi   (B, L, N)     reflection coefficients rho e^{j theta} (OFF element: 0)
+  V     (B, M, K)     column k is the beamformer v_k
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Rows g_k^H = sum_l h_RU[l,k]^H diag(phi_l) H_BR[l] + h_BU[k]^H (P1 eq. 1).
+
+    Returns G with shape (B, K, M) such that the received amplitude of stream j at user k
+    is (G @ V)[k, j].
+    """
+    # conj(h_RU) * phi: (B, L, K, N); contract over surfaces and elements with H_BR.
+    cascaded = torch.einsum("blkn,blnm->bkm", h_RU.conj() * phi.unsqueeze(-2), H_BR)
+    return cascaded + h_BU.conj()
+
+
+def sinr(G: torch.Tensor, V: torch.Tensor, noise_w: torch.Tensor | float) -> torch.Tensor:
+    """gamma_k = |g_k^H v_k|^2 / (sum_{j != k} |g_k^H v_j|^2 + sigma^2) (P1 eq. 4). Shape (B, K)."""
+    gain = (G @ V).abs().square()  # (B, K, K): user k, stream j
+    signal = torch.diagonal(gain, dim1=-2, dim2=-1)
+    interference = gain.sum(-1) - signal
+    noise = torch.as_tensor(noise_w, dtype=signal.dtype, device=signal.device)
+    if noise.ndim == 1:
+        noise = noise.unsqueeze(-1)
+    return signal / (interference + noise)
+
+
+def rate_bps_hz(sinr_values: torch.Tensor) -> torch.Tensor:
+    """R_k = log2(1 + gamma_k) (P1 eq. 5)."""
+    return torch.log2(1.0 + sinr_values)
+
+
+def tx_power_w(V: torch.Tensor) -> torch.Tensor:
+    """Per-stream transmit power ||v_k||^2, shape (B, K) (project reading of P1 eq. 10a)."""
+    return V.abs().square().sum(-2)
