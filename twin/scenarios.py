@@ -99,10 +99,12 @@ class P1Scenario:
     energy_max_units: float = _f(20.0, POS)  # E_max
     energy_init_units: float = _f(10.0, NONNEG)  # E_l(0): open, half-full buffer
     # --- MDP (eqs. 11-19)
-    # open in the paper: project choice because at P_max = 5 dBm the preset's channels give
-    # per-user rates of a few tenths of bit/s/Hz; 0.1 bps/Hz is reachable with good
-    # beamforming but not with a careless configuration (see docs/SCENARIOS.md).
-    rate_req_bps_hz: float = _f(0.1, NONNEG)  # R_req_k
+    # open in the paper: project choice because at P_max = 5 dBm and noise -80 dBm the preset's
+    # channels are noise-limited (per-user SNR around -15 dB): MRT with equal power and zero
+    # IRS phases gives a median per-user rate of ~0.029 bit/s/Hz, so 0.03 is met by about half
+    # the users with a careless configuration and by most with good phases (docs/SCENARIOS.md).
+    # Raise it with P_max (at 30 dBm the same baseline gives ~1.1 bit/s/Hz).
+    rate_req_bps_hz: float = _f(0.03, NONNEG)  # R_req_k
     # open: R_req_k(t) is time-varying in the paper but its law is not given; project choice:
     # each slot R_req_k(t) ~ U[(1 - s) R_req, (1 + s) R_req] with s = this spread (0 = fixed).
     rate_req_spread: float = _f(0.0, UNIT)
