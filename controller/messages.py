@@ -1,0 +1,330 @@
+"""Wire messages of the runtime: msgpack maps with a schema version, validated on decode.
+
+Every message is a msgpack map ``{"v": SCHEMA_VERSION, "type": <kind>, ...fields}``. Numpy
+arrays travel as a msgpack ext type (code ``ARRAY_EXT``) whose payload is itself a msgpack
+array ``[dtype string, shape list, raw bytes]``; only plain numeric / bool dtypes are
+accepted, so nothing on the wire can make the receiver run code (no pickle anywhere).
+
+``decode`` never raises anything but :class:`twin.errors.MessageError`, whose message names
+the offending field; the daemons count and drop such input instead of crashing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import msgpack
+import numpy as np
+
+from twin.errors import MessageError
+from twin.surface_config import SurfaceConfig
+
+SCHEMA_VERSION = 1
+ARRAY_EXT = 42
+MAX_MESSAGE_BYTES = 1 << 20          # 1 MiB: a P1 observation is < 1 KiB, a 4096-element config < 16 KiB
+MAX_ARRAY_ELEMENTS = 1 << 18
+MAX_ARRAY_NDIM = 8
+MAX_STR = 256
+MAX_MAP_ITEMS = 64
+
+# Little-endian plain dtypes only; anything else (objects, structured, datetimes) is refused.
+_ALLOWED_DTYPES = {
+    np.dtype(t).str: np.dtype(t)
+    for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+              "float16", "float32", "float64", "complex64", "complex128")
+}
+_ALLOWED_DTYPES = {k.replace(">", "<"): v.newbyteorder("<") for k, v in _ALLOWED_DTYPES.items()}
+
+CONTROL_COMMANDS = ("start", "stop", "safe", "reload")
+
+
+# ---------------------------------------------------------------------------------------------
+# Message types
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """Twin server -> agent (topic ``obs/<agent>``), and agent -> peers (``share/<agent>``)."""
+
+    slot: int
+    agent: str
+    obs: np.ndarray                   # (obs_dim,) float32, the agent's local observation
+    deadline: float                   # wall-clock time (time.time()) by which the action is due
+    sent_at: float = 0.0
+
+    kind = "obs"
+
+
+@dataclass(frozen=True, eq=False)
+class Action:
+    """Agent -> twin server and allowed peers (topic ``act/<agent>``)."""
+
+    slot: int
+    agent: str
+    action: dict[str, np.ndarray]     # the env's action dict for this agent, B = 1 squeezed
+    applied: SurfaceConfig | None     # what the board reports as latched (None for a BS)
+    timing: dict[str, float] = field(default_factory=dict)  # decide_s, apply_s, ...
+
+    kind = "act"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    agent: str
+    seq: int
+    time: float
+    status: str = "ok"
+    last_slot: int = -1
+
+    kind = "hb"
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Agent -> server on start (and after a restart): who I am and what I run."""
+
+    agent: str
+    role: str
+    pid: int
+    bundle_hash: str = ""
+    incarnation: str = ""            # random per process start, so a restart is recognisable
+
+    kind = "hello"
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """Server -> agent: your hello arrived, so your subscriptions are live; next slot number."""
+
+    agent: str
+    incarnation: str
+    next_slot: int
+
+    kind = "welcome"
+
+
+@dataclass(frozen=True)
+class Control:
+    """Operator / server -> agents (topic ``ctl/<agent>`` or ``ctl/all``)."""
+
+    command: str                      # one of CONTROL_COMMANDS
+    target: str = "all"
+    arg: str = ""                     # e.g. the bundle path for "reload"
+
+    kind = "ctl"
+
+
+Message = Union[Observation, Action, Heartbeat, Hello, Welcome, Control]
+_KINDS: dict[str, type] = {c.kind: c for c in (Observation, Action, Heartbeat, Hello, Welcome, Control)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays as ext types
+
+
+def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biufc" or arr.dtype.fields is not None:
+        raise MessageError(f"array dtype {arr.dtype} cannot travel on the wire; use a numeric or bool array")
+    arr = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")  # ascontiguousarray would make 0-d 1-d
+    if arr.size > MAX_ARRAY_ELEMENTS:
+        raise MessageError(f"array of {arr.size} elements exceeds MAX_ARRAY_ELEMENTS={MAX_ARRAY_ELEMENTS}")
+    payload = msgpack.packb([arr.dtype.str, list(arr.shape), arr.tobytes()], use_bin_type=True)
+    return msgpack.ExtType(ARRAY_EXT, payload)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return _pack_array(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise MessageError(f"value of type {type(obj).__name__} cannot travel on the wire")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != ARRAY_EXT:
+        raise MessageError(f"unknown msgpack ext type {code}")
+    try:
+        parts = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=len(data),
+                                max_str_len=64, max_array_len=MAX_ARRAY_NDIM + 2, max_map_len=0)
+    except Exception as exc:  # msgpack raises a zoo of ValueError subclasses
+        raise MessageError(f"array ext: undecodable payload ({type(exc).__name__})") from None
+    if not (isinstance(parts, list) and len(parts) == 3):
+        raise MessageError("array ext: expected [dtype, shape, bytes]")
+    dtype_str, shape, raw = parts
+    if not isinstance(dtype_str, str) or dtype_str not in _ALLOWED_DTYPES:
+        raise MessageError(f"array ext: dtype {dtype_str!r} is not allowed")
+    if (not isinstance(shape, list) or len(shape) > MAX_ARRAY_NDIM
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_ARRAY_ELEMENTS for s in shape)):
+        raise MessageError(f"array ext: bad shape {shape!r}")
+    if not isinstance(raw, bytes):
+        raise MessageError("array ext: data must be bytes")
+    dtype = _ALLOWED_DTYPES[dtype_str]
+    n = math.prod(shape)
+    if n > MAX_ARRAY_ELEMENTS or n * dtype.itemsize != len(raw):
+        raise MessageError(f"array ext: {len(raw)} bytes do not match shape {shape} of {dtype_str}")
+    return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape)).astype(dtype.newbyteorder("="))
+
+
+# ---------------------------------------------------------------------------------------------
+# Encode
+
+
+def encode(msg: Message) -> bytes:
+    """Serialize one message (raises MessageError for values that cannot travel or are too big)."""
+    kind = getattr(type(msg), "kind", None)
+    if kind not in _KINDS:
+        raise MessageError(f"type: {type(msg).__name__} is not a wire message")
+    body: dict[str, Any] = {"v": SCHEMA_VERSION, "type": kind}
+    if isinstance(msg, Observation):
+        body.update(slot=msg.slot, agent=msg.agent, obs=np.asarray(msg.obs), deadline=float(msg.deadline),
+                    sent_at=float(msg.sent_at))
+    elif isinstance(msg, Action):
+        body.update(slot=msg.slot, agent=msg.agent,
+                    action={k: np.asarray(v) for k, v in msg.action.items()},
+                    applied=None if msg.applied is None else
+                    {"bits": msg.applied.bits, "phase_idx": msg.applied.phase_idx, "on": msg.applied.on},
+                    timing={k: float(v) for k, v in msg.timing.items()})
+    else:
+        body.update({k: getattr(msg, k) for k in msg.__dataclass_fields__})
+    data = msgpack.packb(body, default=_default, use_bin_type=True)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message of {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode + validate
+
+
+def _get(body: dict, name: str, types: tuple[type, ...], kind: str) -> Any:
+    if name not in body:
+        raise MessageError(f"{kind}.{name}: missing")
+    value = body[name]
+    if isinstance(value, bool) and bool not in types:
+        raise MessageError(f"{kind}.{name}: expected {'/'.join(t.__name__ for t in types)}, got bool")
+    if not isinstance(value, types):
+        raise MessageError(f"{kind}.{name}: expected {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}")
+    if isinstance(value, str) and len(value) > MAX_STR:
+        raise MessageError(f"{kind}.{name}: string longer than {MAX_STR}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MessageError(f"{kind}.{name}: must be finite")
+    return value
+
+
+def _slot(body: dict, kind: str) -> int:
+    slot = _get(body, "slot", (int,), kind)
+    if not 0 <= slot < 2**62:
+        raise MessageError(f"{kind}.slot: {slot} out of range")
+    return slot
+
+
+def _agent(body: dict, kind: str, name: str = "agent") -> str:
+    agent = _get(body, name, (str,), kind)
+    if not agent or not all(c.isalnum() or c in "_-." for c in agent):
+        raise MessageError(f"{kind}.{name}: {agent!r} is not a valid agent id (letters, digits, _ - .)")
+    return agent
+
+
+def _array(value: Any, where: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise MessageError(f"{where}: expected an array, got {type(value).__name__}")
+    return value
+
+
+def _float_map(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or len(value) > MAX_MAP_ITEMS:
+        raise MessageError(f"{where}: expected a map of at most {MAX_MAP_ITEMS} numbers")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise MessageError(f"{where}.{k}: expected a finite number")
+        out[k] = float(v)
+    return out
+
+
+def _decode_body(kind: str, body: dict) -> Message:
+    if kind == "obs":
+        obs = _array(body.get("obs"), "obs.obs")
+        if obs.ndim != 1 or obs.dtype.kind not in "fiub":
+            raise MessageError(f"obs.obs: expected a 1-D numeric array, got shape {obs.shape} dtype {obs.dtype}")
+        return Observation(slot=_slot(body, kind), agent=_agent(body, kind), obs=obs,
+                           deadline=float(_get(body, "deadline", (int, float), kind)),
+                           sent_at=float(_get(body, "sent_at", (int, float), kind)))
+    if kind == "act":
+        raw_action = body.get("action")
+        if not isinstance(raw_action, dict) or len(raw_action) > MAX_MAP_ITEMS:
+            raise MessageError("act.action: expected a map of arrays")
+        action = {}
+        for k, v in raw_action.items():
+            if not isinstance(k, str):
+                raise MessageError("act.action: keys must be strings")
+            action[k] = _array(v, f"act.action.{k}")
+        applied_raw = body.get("applied", "missing")
+        if applied_raw == "missing":
+            raise MessageError("act.applied: missing")
+        applied = None
+        if applied_raw is not None:
+            if not isinstance(applied_raw, dict):
+                raise MessageError("act.applied: expected a map {bits, phase_idx, on} or nil")
+            bits = _get(applied_raw, "bits", (int,), "act.applied")
+            idx = _array(applied_raw.get("phase_idx"), "act.applied.phase_idx")
+            on = _array(applied_raw.get("on"), "act.applied.on")
+            try:
+                applied = SurfaceConfig(bits=bits, phase_idx=idx, on=on)
+            except Exception as exc:
+                raise MessageError(f"act.applied: {exc}") from None
+        return Action(slot=_slot(body, kind), agent=_agent(body, kind), action=action, applied=applied,
+                      timing=_float_map(body.get("timing", {}), "act.timing"))
+    if kind == "hb":
+        return Heartbeat(agent=_agent(body, kind), seq=_get(body, "seq", (int,), kind),
+                         time=float(_get(body, "time", (int, float), kind)),
+                         status=_get(body, "status", (str,), kind),
+                         last_slot=_get(body, "last_slot", (int,), kind))
+    if kind == "hello":
+        return Hello(agent=_agent(body, kind), role=_get(body, "role", (str,), kind),
+                     pid=_get(body, "pid", (int,), kind), bundle_hash=_get(body, "bundle_hash", (str,), kind),
+                     incarnation=_get(body, "incarnation", (str,), kind))
+    if kind == "welcome":
+        return Welcome(agent=_agent(body, kind), incarnation=_get(body, "incarnation", (str,), kind),
+                       next_slot=_slot({"slot": _get(body, "next_slot", (int,), kind)}, kind))
+    # ctl
+    command = _get(body, "command", (str,), kind)
+    if command not in CONTROL_COMMANDS:
+        raise MessageError(f"ctl.command: {command!r} is not one of {', '.join(CONTROL_COMMANDS)}")
+    return Control(command=command, target=_get(body, "target", (str,), kind), arg=_get(body, "arg", (str,), kind))
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one wire message; any problem raises MessageError naming the field."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MessageError(f"message: expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message: {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
+    try:
+        body = msgpack.unpackb(bytes(data), raw=False, ext_hook=_ext_hook, strict_map_key=True,
+                               max_map_len=MAX_MAP_ITEMS, max_array_len=MAX_ARRAY_ELEMENTS,
+                               max_str_len=MAX_MESSAGE_BYTES, max_bin_len=MAX_MESSAGE_BYTES,
+                               max_ext_len=MAX_MESSAGE_BYTES)
+    except MessageError:
+        raise
+    except RecursionError:
+        raise MessageError("message: nested too deeply") from None
+    except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, TypeError...
+        raise MessageError(f"message: not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(body, dict):
+        raise MessageError(f"message: expected a map, got {type(body).__name__}")
+    version = body.get("v")
+    if version != SCHEMA_VERSION:
+        raise MessageError(f"v: schema version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    kind = body.get("type")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise MessageError(f"type: {kind!r} is not one of {', '.join(_KINDS)}")
+    try:
+        return _decode_body(kind, body)
+    except MessageError:
+        raise
+    except Exception as exc:  # defensive: validation must never leak another exception type
+        raise MessageError(f"{kind}: invalid ({type(exc).__name__}: {exc})") from None

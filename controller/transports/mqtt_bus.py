@@ -1,0 +1,174 @@
+"""MQTT transport through aiomqtt against a Mosquitto broker.
+
+Topics live under ``ristwin/<deployment>/``. QoS by message family: per-slot traffic
+(``obs``, ``act``, ``share``, ``hb``) is QoS 0, because a retransmitted observation after
+its deadline is worth nothing and QoS 1 costs a round trip; ``hello``, ``welcome`` and
+``ctl`` are QoS 1 (rare, must arrive). A retained last will on ``live/<client>`` reports
+``offline`` when a daemon dies without saying goodbye.
+
+The link reconnects by itself (broker restart): subscriptions are renewed before
+``connected`` is set again, and a publish waits up to ``publish_wait_s`` for the link
+before it is dropped and counted. TCP_NODELAY is set on the client socket; start the broker
+with ``set_tcp_nodelay true`` too (Nagle adds ~40 ms per hop otherwise, see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+import aiomqtt
+
+from twin.errors import TransportError
+
+from controller.security import read_secret_file
+from controller.transports import BusConfig, Transport, validate_topic
+
+QOS_BY_FAMILY = {"obs": 0, "act": 0, "share": 0, "hb": 0, "hello": 1, "welcome": 1, "ctl": 1}
+
+
+class MqttTransport(Transport):
+    def __init__(self, cfg: BusConfig, client_id: str, publish_wait_s: float = 2.0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.client_id = client_id
+        self.root = f"ristwin/{cfg.deployment}/"
+        validate_topic(self.root, prefix=True)
+        self.publish_wait_s = publish_wait_s
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._filters: set[str] = set()
+        self._runner: asyncio.Task | None = None
+        self._closed = False
+        self._first_error: BaseException | None = None
+        self._password = None
+        if cfg.password_file:
+            self._password = read_secret_file(cfg.password_file, "transport.password_file").strip()
+
+    def _make_client(self) -> aiomqtt.Client:
+        cfg = self.cfg
+        tls_context = None
+        if cfg.tls_ca:
+            tls_context = ssl.create_default_context(cafile=cfg.tls_ca)
+        return aiomqtt.Client(
+            cfg.host, cfg.mqtt_port, identifier=self.client_id,
+            username=cfg.username or None, password=self._password,
+            will=aiomqtt.Will(f"{self.root}live/{self.client_id}", b"offline", qos=1, retain=True),
+            tls_context=tls_context, keepalive=5, timeout=5,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_queued_incoming_messages=10_000,
+        )
+
+    async def start(self) -> None:
+        self._runner = asyncio.ensure_future(self._run())
+        waiter = asyncio.ensure_future(self._connected.wait())
+        done, _ = await asyncio.wait({waiter, self._runner}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            err = self._first_error
+            raise TransportError(
+                f"transport: cannot reach the MQTT broker at {self.cfg.host}:{self.cfg.mqtt_port} "
+                f"({err or 'timeout'}); is mosquitto running?"
+            )
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        first = True
+        while not self._closed:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    await client.publish(f"{self.root}live/{self.client_id}", b"online", qos=1, retain=True)
+                    for flt in sorted(self._filters):
+                        await client.subscribe(flt, qos=1)
+                    if not first:
+                        self.stats.reconnects += 1
+                    first = False
+                    backoff = 0.05
+                    self._connected.set()
+                    async for message in client.messages:
+                        topic = str(message.topic)
+                        if not topic.startswith(self.root):
+                            self.stats.dropped_malformed += 1
+                            continue
+                        payload = message.payload
+                        if not isinstance(payload, (bytes, bytearray)):
+                            self.stats.dropped_malformed += 1
+                            continue
+                        self._dispatch(topic[len(self.root):], bytes(payload))
+            except aiomqtt.MqttError as exc:
+                self._first_error = self._first_error or exc
+            except asyncio.CancelledError:
+                break
+            finally:
+                self._connected.clear()
+                self._client = None
+            if self._closed:
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+
+    async def _wait_link(self) -> aiomqtt.Client | None:
+        if not self._connected.is_set():
+            try:
+                await asyncio.wait_for(self._connected.wait(), self.publish_wait_s)
+            except asyncio.TimeoutError:
+                return None
+        return self._client
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        validate_topic(topic)
+        if self._closed:
+            raise TransportError("transport: publish on a closed MQTT transport")
+        client = await self._wait_link()
+        qos = QOS_BY_FAMILY.get(topic.split("/", 1)[0], 0)
+        try:
+            if client is None:
+                raise aiomqtt.MqttError("not connected")
+            await client.publish(self.root + topic, payload, qos=qos)
+            self.stats.published += 1
+        except aiomqtt.MqttError:
+            self.stats.dropped_disconnected += 1
+
+    def _filter_for(self, prefix: str) -> str:
+        if prefix == "":
+            return self.root + "#"
+        return self.root + prefix.rstrip("/") + "/#"   # "a/#" also matches "a" itself (MQTT 4.7.1.2)
+
+    async def _subscribe_remote(self, prefix: str) -> None:
+        flt = self._filter_for(prefix)
+        covered = any(flt.startswith(f[:-1]) for f in self._filters)
+        if covered:
+            return
+        # A broader filter replaces the narrower ones, so the broker never sends two copies.
+        narrower = {f for f in self._filters if f.startswith(flt[:-1])}
+        self._filters -= narrower
+        self._filters.add(flt)
+        client = await self._wait_link()
+        if client is None:
+            return  # renewed on reconnect
+        try:
+            await client.subscribe(flt, qos=1)   # returns after the SUBACK: the filter is live
+            for f in narrower:
+                await client.unsubscribe(f)
+        except aiomqtt.MqttError:
+            pass  # renewed on reconnect
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        if client is not None:
+            try:
+                await client.publish(f"{self.root}live/{self.client_id}", b"offline", qos=1, retain=True)
+            except aiomqtt.MqttError:
+                pass
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._close_subs()

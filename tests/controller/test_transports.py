@@ -1,0 +1,216 @@
+"""One test suite for both transports: ZeroMQ (hub) and MQTT (real Mosquitto)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from controller.transports import BusConfig, connect, topic_matches
+from controller.transports.zmq_bus import ZmqHub
+from twin.errors import TransportError
+
+
+class ZmqBus:
+    def __init__(self) -> None:
+        self.hub = ZmqHub(BusConfig(kind="zmq", pub_port=0, sub_port=0)).start()
+        self.cfg = BusConfig(kind="zmq", pub_port=self.hub.pub_port, sub_port=self.hub.sub_port)
+
+    def restart(self) -> None:
+        self.hub.close()
+        self.hub = ZmqHub(self.cfg).start()
+
+    def close(self) -> None:
+        self.hub.close()
+
+
+class MqttBus:
+    def __init__(self, broker) -> None:
+        self.broker = broker
+        self.cfg = BusConfig(kind="mqtt", mqtt_port=broker.port, deployment="t1")
+
+    def restart(self) -> None:
+        self.broker.restart()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["zmq", pytest.param("mqtt", marks=pytest.mark.mqtt)])
+def bus(request):
+    if request.param == "zmq":
+        b = ZmqBus()
+    else:
+        b = MqttBus(request.getfixturevalue("mosquitto"))
+    yield b
+    b.close()
+
+
+def run(coro, timeout=20):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def drain(sub, n, timeout=3.0):
+    out = []
+    for _ in range(n):
+        out.append(await sub.get(timeout))
+    return out
+
+
+def test_topic_matching_rule():
+    assert topic_matches("", "obs/irs0")
+    assert topic_matches("obs/", "obs/irs0")
+    assert topic_matches("obs/irs1", "obs/irs1")
+    assert not topic_matches("obs/irs1", "obs/irs10")   # whole levels only, unlike a byte prefix
+    assert topic_matches("obs/irs1", "obs/irs1/x")
+    assert not topic_matches("obs/", "obs")
+
+
+def test_delivery_ordering_and_prefix(bus):
+    async def go():
+        a = await connect(bus.cfg, "a")
+        b = await connect(bus.cfg, "b")
+        try:
+            sub_all = await b.subscribe("obs/")
+            sub_one = await b.subscribe("obs/irs1")
+            sub_act = await b.subscribe("act/", )
+            # The first message after subscribe arrives: no slow-joiner loss.
+            for i in range(50):
+                await a.publish("obs/irs1", str(i).encode())
+                await a.publish("obs/irs10", b"ten")
+            await a.publish("act/bs0", b"x")
+            got_all = await drain(sub_all, 100)
+            got_one = await drain(sub_one, 50)
+            assert [p for t, p in got_all if t == "obs/irs1"] == [str(i).encode() for i in range(50)]
+            assert {t for t, _ in got_all} == {"obs/irs1", "obs/irs10"}
+            assert [t for t, _ in got_one] == ["obs/irs1"] * 50   # irs10 is not under irs1
+            assert await sub_act.get(3) == ("act/bs0", b"x")
+            with pytest.raises(asyncio.TimeoutError):
+                await sub_one.get(0.2)                           # exactly once, nothing extra
+        finally:
+            await a.close()
+            await b.close()
+
+    run(go())
+
+
+def test_callback_subscription_and_close(bus):
+    async def go():
+        a = await connect(bus.cfg, "a")
+        got = []
+        await a.subscribe("hb/", callback=lambda t, p: got.append((t, p)))
+        sub = await a.subscribe("ctl/")
+        await a.publish("hb/irs0", b"1")
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [("hb/irs0", b"1")]
+        await a.close()
+        # A closed transport ends its iterators and refuses to publish.
+        with pytest.raises(StopAsyncIteration):
+            await sub.__anext__()
+        with pytest.raises(TransportError):
+            await a.publish("hb/irs0", b"2")
+
+    run(go())
+
+
+def test_oversized_frames_are_dropped_and_counted(bus):
+    from controller.messages import MAX_MESSAGE_BYTES
+
+    async def go():
+        a = await connect(bus.cfg, "a")
+        b = await connect(bus.cfg, "b")
+        try:
+            sub = await b.subscribe("act/")
+            await a.publish("act/x", b"\0" * (MAX_MESSAGE_BYTES + 10))
+            await a.publish("act/x", b"ok")
+            assert await sub.get(3) == ("act/x", b"ok")
+            assert b.stats.dropped_oversized == 1
+        finally:
+            await a.close()
+            await b.close()
+
+    run(go())
+
+
+def test_bad_topics_refused(bus):
+    async def go():
+        a = await connect(bus.cfg, "a")
+        try:
+            for bad in ("obs/#", "a//b", "", "obs/+", "with space"):
+                with pytest.raises(TransportError):
+                    await a.publish(bad, b"")
+        finally:
+            await a.close()
+
+    run(go())
+
+
+def test_reconnect_after_bus_restart(bus):
+    async def go():
+        a = await connect(bus.cfg, "a")
+        b = await connect(bus.cfg, "b")
+        try:
+            sub = await b.subscribe("obs/")
+            await a.publish("obs/x", b"before")
+            assert await sub.get(3) == ("obs/x", b"before")
+            bus.restart()
+            # Publish until the message makes it through the restarted broker / hub.
+            for _ in range(200):
+                await a.publish("obs/x", b"after")
+                try:
+                    topic, payload = await sub.get(0.05)
+                    if payload == b"after":
+                        break
+                except asyncio.TimeoutError:
+                    continue
+            else:
+                pytest.fail("no delivery within 10 s of the restart")
+        finally:
+            await a.close()
+            await b.close()
+
+    run(go(), timeout=30)
+
+
+def test_no_server_is_a_clear_error():
+    async def go():
+        cfg = BusConfig(kind="zmq", pub_port=1, sub_port=2)
+        with pytest.raises(TransportError, match="hub"):
+            from controller.transports.zmq_bus import ZmqTransport
+
+            t = ZmqTransport(cfg, "x")
+            t_start = t.start()
+            try:
+                await asyncio.wait_for(t_start, 15)
+            finally:
+                await t.close()
+
+    # shrink the probe timeout for the test
+    import controller.transports.zmq_bus as zb
+
+    orig = zb.ZmqTransport._probe
+
+    async def quick(self, timeout):
+        return await orig(self, min(timeout, 0.5))
+
+    zb.ZmqTransport._probe = quick
+    try:
+        run(go())
+    finally:
+        zb.ZmqTransport._probe = orig
+
+
+def test_non_loopback_needs_auth_unless_insecure():
+    from controller.transports import make_transport
+
+    for kind in ("zmq", "mqtt"):
+        cfg = BusConfig(kind=kind, host="10.1.2.3")
+        with pytest.raises(TransportError, match="insecure = true"):
+            make_transport(cfg, "x")
+        make_transport(dataclasses.replace(cfg, insecure=True), "x")
+    with pytest.raises(TransportError, match="not loopback"):
+        ZmqHub(BusConfig(kind="zmq", host="0.0.0.0"))
