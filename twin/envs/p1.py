@@ -1,0 +1,243 @@
+"""P1: cooperative energy-harvesting IRSs and one BS as a batched multi-agent MDP.
+
+Agents: ``bs0`` (transmit beamformers) and ``irs0``..``irs{L-1}`` (hybrid action: phase
+resolution b_l, phase indices on the b_l-bit grid, ON/OFF mask). One slot per step:
+
+1. validate every action (``ActionError`` naming agent and field; nothing is clipped: the
+   paper handles power and energy violations through reward penalties, eq. 19);
+2. received signal with the chosen configuration: effective channel (eq. 1), SINR (eq. 4),
+   rates (eq. 5), transmit power P_k = ||v_k||^2 (10a, project reading), IRS power (eqs. 7-8);
+3. reward (eq. 19), the same for every agent (cooperative MDP):
+       r = sum_k R_k + xi1 sum_k min(R_k - R_req_k, 0) + xi2 min(P_max - sum_k P_k, 0)
+           + xi3 sum_l min(E_l - c_l - E_min, 0)
+   with the power term divided by P_max (the preset's reading of xi2: the excess in units of
+   P_max, so one weight fits every P_max from 5 to 30 dBm).
+   The energy term is evaluated on the *requested* post-spend level E_l(t) - c_l(t): the
+   clamped level of eq. 9 never drops below E_min, so the printed term could never fire
+   (project reading, see docs/ENVIRONMENTS.md);
+4. energy buffer (eq. 9) with Poisson arrivals, then the channels evolve one slot
+   (Gauss-Markov fading and user motion from ``twin.scene.evolve_p1``);
+5. observations of slot t+1: IRS l (eq. 11) [exp(-d_lk/d_l0) f_k(R_k,t)]_k ++ [E_l,t+1],
+   f_k = 1 iff R_k > R_req_k (strict, eq. 12); BS (eq. 13) [P_k,t]_k; global state (eq. 14)
+   = all IRS observations then the BS observation.
+
+Episodes last ``cfg.episode_steps`` slots for every environment of the batch (truncation, no
+termination); ``reset`` draws new geometry and fading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from twin import energy, surfaces
+from twin.envs.base import Action, BatchedEnv, Obs, StepResult
+from twin.envs.spaces import IRSActionSpace
+from twin.envs import validation as val
+from twin.errors import ActionError, ConfigError
+from twin.signal import effective_channel, rate_bps_hz, sinr, tx_power_w
+from twin.surface_config import SurfaceConfig
+
+from twin.envs import _p1_fallback as _scn  # TODO(H1): replace with twin.scenarios / twin.scene
+
+
+class P1Env(BatchedEnv):
+    """B environments of the P1 scenario stepped together (see module docstring)."""
+
+    name = "p1"
+
+    def __init__(self, num_envs: int = 1, cfg: Any = None, seed: int | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.complex64) -> None:
+        if int(num_envs) < 1:
+            raise ConfigError(f"num_envs: need at least 1 environment, got {num_envs}")
+        self.cfg = _scn.default_p1() if cfg is None else cfg
+        c = self.cfg
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.cdtype = dtype
+        self.rdtype = torch.float64 if dtype == torch.complex128 else torch.float32
+        self.M, self.K, self.L, self.N = c.n_bs_antennas, c.n_users, c.n_irs, c.n_elements
+        self.bit_choices = tuple(sorted(int(b) for b in c.resolutions))
+        if self.bit_choices != tuple(range(self.bit_choices[0], self.bit_choices[-1] + 1)):
+            raise ConfigError(f"phase_bits: the resolution set must be contiguous (e.g. 1,2,3), got {c.resolutions}")
+        self.power_table = surfaces.power_table({b: c.element_power_w(b) for b in self.bit_choices})
+        self._mu = self.power_table.to(device=self.device, dtype=self.rdtype)
+        self.irs_ids = tuple(f"irs{l}" for l in range(self.L))
+        self.agent_ids = ("bs0",) + self.irs_ids
+        self._build_spaces()
+        self._gen = torch.Generator(device=self.device)
+        self._gen.manual_seed(0 if seed is None else int(seed))
+        self._seed = seed
+        self.t = 0
+        self._has_state = False
+
+    # ---- spaces ----------------------------------------------------------------------------
+
+    def _build_spaces(self) -> None:
+        c, K, L, N, M = self.cfg, self.K, self.L, self.N, self.M
+        self.v_bound = float(np.sqrt(c.p_max_w))  # |Re v|, |Im v| <= sqrt(P_max) per entry
+        irs_low = np.zeros(K + 1, np.float32)
+        irs_high = np.ones(K + 1, np.float32)
+        irs_low[K], irs_high[K] = c.energy_min_units, c.energy_max_units
+        # Largest ||v_k||^2 inside the box: 2 M entries of sqrt(P_max)^2 each.
+        p_high = np.float32(2 * M * c.p_max_w * (1 + 1e-5))
+        irs_obs = gym.spaces.Box(irs_low, irs_high, dtype=np.float32)
+        bs_obs = gym.spaces.Box(0.0, p_high, shape=(K,), dtype=np.float32)
+        self.observation_spaces = {"bs0": bs_obs, **{a: irs_obs for a in self.irs_ids}}
+        self.state_space = gym.spaces.Box(
+            np.concatenate([irs_low] * L + [np.zeros(K, np.float32)]),
+            np.concatenate([irs_high] * L + [np.full(K, p_high, np.float32)]),
+            dtype=np.float32,
+        )
+        self.state_dim = L * (K + 1) + K
+        bs_act = gym.spaces.Dict({"V": gym.spaces.Box(-self.v_bound, self.v_bound, shape=(2, M, K), dtype=np.float32)})
+        irs_act = IRSActionSpace(N, self.bit_choices)
+        self.action_spaces = {"bs0": bs_act, **{a: irs_act for a in self.irs_ids}}
+
+    # ---- episode control -------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> Obs:
+        if seed is not None:
+            self._gen.manual_seed(int(seed))
+        c, B = self.cfg, self.num_envs
+        scene = _scn.sample_p1(c, B, self._gen, self.device, self.cdtype)
+        self._load_scene(scene)
+        # E_l(0) is open in the paper: the preset names it (energy_init_units).
+        self.energy = torch.full((B, self.L), float(c.energy_init_units), dtype=self.rdtype, device=self.device)
+        self.prev_rate = torch.zeros(B, self.K, dtype=self.rdtype, device=self.device)   # R_k,t-1 (none yet)
+        self.prev_power = torch.zeros(B, self.K, dtype=self.rdtype, device=self.device)  # P_k,t-1 (BS silent)
+        self.t = 0
+        self._has_state = True
+        return self._observe()
+
+    def _load_scene(self, scene: Mapping[str, torch.Tensor]) -> None:
+        self.scene = dict(scene)
+        d = torch.linalg.vector_norm(self.scene["irs_pos"].unsqueeze(-2) - self.scene["user_pos"].unsqueeze(-3), dim=-1)
+        self.irs_user_dist = d.to(self.rdtype)  # (B, L, K)
+
+    def set_scene(self, scene: Mapping[str, torch.Tensor]) -> None:
+        """Replace channels / positions / rate requirements (imported or shared scenes, tests)."""
+        if not self._has_state:
+            raise ConfigError("set_scene: call reset() first")
+        for key in ("H_BR", "h_RU", "h_BU", "irs_pos", "user_pos", "r_req"):
+            if key not in scene:
+                raise ConfigError(f"{key}: missing from the scene")
+        merged = dict(self.scene)  # keys the evolution needs (LoS parts, ...) stay
+        merged.update({k: v.to(self.device) for k, v in scene.items()})
+        self._load_scene(merged)
+
+    # ---- observations ----------------------------------------------------------------------
+
+    def _irs_obs_all(self) -> torch.Tensor:
+        """(B, L, K+1): eq. 11 for every IRS."""
+        satisfied = (self.prev_rate > self.scene["r_req"]).to(self.rdtype)               # f_k (eq. 12)
+        weight = torch.exp(-self.irs_user_dist / self.cfg.d_l0_m)                       # exp(-d_lk/d_l0)
+        return torch.cat([weight * satisfied.unsqueeze(1), self.energy.unsqueeze(-1)], dim=-1).float()
+
+    def _observe(self) -> Obs:
+        irs = self._irs_obs_all()
+        obs = {"bs0": self.prev_power.float()}
+        for l, a in enumerate(self.irs_ids):
+            obs[a] = irs[:, l]
+        return obs
+
+    def local_observation(self, agent_id: str) -> torch.Tensor:
+        """(B, obs_dim) of one agent, identical to its entry of the last returned obs."""
+        if not self._has_state:
+            raise ConfigError("local_observation: call reset() first")
+        if agent_id == "bs0":
+            return self.prev_power.float()
+        if agent_id in self.irs_ids:
+            return self._irs_obs_all()[:, self.irs_ids.index(agent_id)]
+        raise ConfigError(f"agent_id: unknown agent {agent_id!r}; expected one of {list(self.agent_ids)}")
+
+    def state(self) -> torch.Tensor:
+        """Global state eq. 14: IRS observations irs0..irs{L-1} then the BS's, (B, L(K+1)+K)."""
+        irs = self._irs_obs_all().reshape(self.num_envs, -1)
+        return torch.cat([irs, self.prev_power.float()], dim=-1)
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    def decode_actions(self, actions: Action) -> dict[str, torch.Tensor]:
+        """Validate and stack: V (B,M,K) complex, bits (B,L), phase_idx (B,L,N), on (B,L,N)."""
+        B, M, K, N, dev = self.num_envs, self.M, self.K, self.N, self.device
+        val.check_agents(actions, self.agent_ids)
+        bs = val.check_fields("bs0", actions["bs0"], ("V",))
+        v = val.float_field("bs0", "V", bs["V"], (B, 2, M, K), dev, -self.v_bound, self.v_bound)
+        V = torch.complex(v[:, 0], v[:, 1]).to(self.cdtype)
+        bits, idx, on = [], [], []
+        lo, hi = self.bit_choices[0], self.bit_choices[-1] + 1
+        for a in self.irs_ids:
+            act = val.check_fields(a, actions[a], ("bits", "phase_idx", "on"))
+            b = val.int_field(a, "bits", act["bits"], (B,), lo, hi, dev)
+            bits.append(b)
+            idx.append(val.int_field(a, "phase_idx", act["phase_idx"], (B, N), 0, (1 << b).unsqueeze(-1), dev))
+            on.append(val.bool_field(a, "on", act["on"], (B, N), dev))
+        return {"V": V, "bits": torch.stack(bits, 1), "phase_idx": torch.stack(idx, 1), "on": torch.stack(on, 1)}
+
+    def irs_action_from_configs(self, configs: Sequence[SurfaceConfig]) -> dict[str, torch.Tensor]:
+        """One IRS agent's batched action from B SurfaceConfigs (what the boards report as applied)."""
+        if len(configs) != self.num_envs:
+            raise ActionError(f"configs: expected {self.num_envs} SurfaceConfigs (one per environment), got {len(configs)}")
+        for c in configs:
+            if c.n_elements != self.N:
+                raise ActionError(f"configs: a surface has {c.n_elements} elements, the scenario has N = {self.N}")
+            if c.bits not in self.bit_choices:
+                raise ActionError(f"configs.bits: resolution {c.bits} not in the scenario's set {list(self.bit_choices)}")
+        act = surfaces.configs_to_action(configs)
+        return {k: v.to(self.device) for k, v in act.items()}
+
+    # ---- step ------------------------------------------------------------------------------
+
+    def step(self, actions: Action) -> StepResult:
+        if not self._has_state:
+            raise ConfigError("step: call reset() before the first step")
+        c = self.cfg
+        a = self.decode_actions(actions)
+        out = self._physics(a)
+        arrivals = energy.harvest(c.energy_arrival_mean_units, (self.num_envs, self.L), self._gen, self.rdtype, self.device)
+        self.energy = energy.step_buffer(self.energy, out["consumed"], arrivals, c.energy_min_units, c.energy_max_units)  # eq. 9
+        self.prev_rate = out["rate"]
+        self.prev_power = out["tx_power_k"]
+        self._load_scene(_scn.evolve_p1(c, self.scene, self._gen))
+        self.t += 1
+        obs = self._observe()
+        r = out["reward"].float()
+        rewards = {a_id: r for a_id in self.agent_ids}
+        B = self.num_envs
+        truncated = torch.full((B,), self.t >= c.episode_steps, dtype=torch.bool, device=self.device)
+        terminated = torch.zeros(B, dtype=torch.bool, device=self.device)
+        info = {
+            "sum_rate": out["rate"].sum(-1),
+            "rate": out["rate"],
+            "satisfied": out["satisfied"].sum(-1),
+            "tx_power_w": out["tx_power_k"].sum(-1),
+            "irs_power_w": out["irs_power_l"].sum(-1),
+            "irs_power_l_w": out["irs_power_l"],
+            "energy": self.energy,
+            "pen_rate": out["pen_rate"],
+            "pen_power": out["pen_power"],
+            "pen_energy": out["pen_energy"],
+        }
+        return StepResult(obs, rewards, terminated, truncated, info)
+
+    def _physics(self, a: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rates, powers and the eq. 19 reward for the current slot (no state change)."""
+        c, s = self.cfg, self.scene
+        phi = surfaces.coefficients(a["bits"], a["phase_idx"], a["on"], dtype=self.cdtype)      # eq. 2
+        G = effective_channel(s["H_BR"], s["h_RU"], s["h_BU"], phi)                              # eq. 1
+        rate = rate_bps_hz(sinr(G, a["V"], c.noise_w)).to(self.rdtype)                          # eqs. 4-5
+        p_k = tx_power_w(a["V"]).to(self.rdtype)                                                # (10a)
+        p_irs = a["on"].to(self.rdtype).sum(-1) * self._mu[a["bits"]]                           # eq. 7
+        consumed = energy.consumption_units(p_irs, c.slot_s, c.energy_unit_j)
+        pen_rate = torch.clamp(rate - s["r_req"], max=0.0).sum(-1)                              # eq. 19 part 2
+        pen_power = torch.clamp(c.p_max_w - p_k.sum(-1), max=0.0) / c.p_max_w                  # part 3, in units of P_max
+        pen_energy = energy.energy_deficit(self.energy, consumed, c.energy_min_units).sum(-1)              # part 4
+        reward = rate.sum(-1) + c.xi_rate * pen_rate + c.xi_power * pen_power + c.xi_energy * pen_energy
+        return {"rate": rate, "tx_power_k": p_k, "irs_power_l": p_irs, "consumed": consumed,
+                "satisfied": rate > s["r_req"], "pen_rate": pen_rate, "pen_power": pen_power,
+                "pen_energy": pen_energy, "reward": reward}
