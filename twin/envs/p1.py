@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -40,9 +42,9 @@ from twin.envs.spaces import IRSActionSpace
 from twin.envs import validation as val
 from twin.errors import ActionError, ConfigError
 from twin.signal import effective_channel, rate_bps_hz, sinr, tx_power_w
+from twin.scenarios import get_scenario
+from twin.scene import P1Scene, evolve_p1, sample_p1
 from twin.surface_config import SurfaceConfig
-
-from twin.envs import _p1_fallback as _scn  # TODO(H1): replace with twin.scenarios / twin.scene
 
 
 class P1Env(BatchedEnv):
@@ -54,7 +56,7 @@ class P1Env(BatchedEnv):
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.complex64) -> None:
         if int(num_envs) < 1:
             raise ConfigError(f"num_envs: need at least 1 environment, got {num_envs}")
-        self.cfg = _scn.default_p1() if cfg is None else cfg
+        self.cfg = get_scenario("p1") if cfg is None else cfg
         c = self.cfg
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
@@ -104,8 +106,8 @@ class P1Env(BatchedEnv):
         if seed is not None:
             self._gen.manual_seed(int(seed))
         c, B = self.cfg, self.num_envs
-        scene = _scn.sample_p1(c, B, self._gen, self.device, self.cdtype)
-        self._load_scene(scene)
+        self._load_scene(sample_p1(c, B, self._gen, self.cdtype))
+        self.r_req = self._draw_rate_requirements()
         # E_l(0) is open in the paper: the preset names it (energy_init_units).
         self.energy = torch.full((B, self.L), float(c.energy_init_units), dtype=self.rdtype, device=self.device)
         self.prev_rate = torch.zeros(B, self.K, dtype=self.rdtype, device=self.device)   # R_k,t-1 (none yet)
@@ -114,27 +116,50 @@ class P1Env(BatchedEnv):
         self._has_state = True
         return self._observe()
 
-    def _load_scene(self, scene: Mapping[str, torch.Tensor]) -> None:
-        self.scene = dict(scene)
-        d = torch.linalg.vector_norm(self.scene["irs_pos"].unsqueeze(-2) - self.scene["user_pos"].unsqueeze(-3), dim=-1)
-        self.irs_user_dist = d.to(self.rdtype)  # (B, L, K)
+    def _load_scene(self, scene: P1Scene) -> None:
+        if scene.H_BR.device != self.device:
+            scene = P1Scene(*(getattr(scene, f.name).to(self.device) for f in dataclasses.fields(scene)))
+        self.scene = scene
+        self.irs_user_dist = scene.d_RU.to(self.rdtype)  # (B, L, K), for eq. 11
 
-    def set_scene(self, scene: Mapping[str, torch.Tensor]) -> None:
-        """Replace channels / positions / rate requirements (imported or shared scenes, tests)."""
+    def _draw_rate_requirements(self) -> torch.Tensor:
+        """R_req_k(t) (B, K): fixed, or U[(1-s) R, (1+s) R] per slot (the preset's reading)."""
+        c, B = self.cfg, self.num_envs
+        if c.rate_req_spread == 0.0:
+            return torch.full((B, self.K), c.rate_req_bps_hz, dtype=self.rdtype, device=self.device)
+        u = torch.rand(B, self.K, generator=self._gen, dtype=self.rdtype, device=self.device)
+        return c.rate_req_bps_hz * (1.0 + c.rate_req_spread * (2.0 * u - 1.0))
+
+    def set_scene(self, scene: P1Scene | None = None, **fields: torch.Tensor) -> None:
+        """Replace the scene (imported or shared channels, tests): a whole ``P1Scene`` and/or
+        named fields of it (``H_BR=...``), plus ``r_req`` (B, K). Distances are recomputed
+        from positions when positions are given."""
         if not self._has_state:
             raise ConfigError("set_scene: call reset() first")
-        for key in ("H_BR", "h_RU", "h_BU", "irs_pos", "user_pos", "r_req"):
-            if key not in scene:
-                raise ConfigError(f"{key}: missing from the scene")
-        merged = dict(self.scene)  # keys the evolution needs (LoS parts, ...) stay
-        merged.update({k: v.to(self.device) for k, v in scene.items()})
-        self._load_scene(merged)
+        new = self.scene if scene is None else scene
+        r_req = fields.pop("r_req", None)
+        names = {f.name for f in dataclasses.fields(P1Scene)}
+        for key in fields:
+            if key not in names:
+                raise ConfigError(f"{key}: not a field of P1Scene ({sorted(names)})")
+        if fields:
+            new = dataclasses.replace(new, **fields)
+        if "irs_pos" in fields or "user_pos" in fields:
+            dist = lambda a, b: torch.linalg.vector_norm(a.unsqueeze(-2) - b.unsqueeze(-3), dim=-1)
+            new = dataclasses.replace(new, d_RU=dist(new.irs_pos, new.user_pos),
+                                      d_BR=dist(new.bs_pos.unsqueeze(1), new.irs_pos)[:, 0],
+                                      d_BU=dist(new.bs_pos.unsqueeze(1), new.user_pos)[:, 0])
+        if new.H_BR.shape[0] != self.num_envs:
+            raise ConfigError(f"scene: has {new.H_BR.shape[0]} environments, this batch has {self.num_envs}")
+        self._load_scene(new)
+        if r_req is not None:
+            self.r_req = torch.as_tensor(r_req, dtype=self.rdtype, device=self.device).expand(self.num_envs, self.K).clone()
 
     # ---- observations ----------------------------------------------------------------------
 
     def _irs_obs_all(self) -> torch.Tensor:
         """(B, L, K+1): eq. 11 for every IRS."""
-        satisfied = (self.prev_rate > self.scene["r_req"]).to(self.rdtype)               # f_k (eq. 12)
+        satisfied = (self.prev_rate > self.r_req).to(self.rdtype)               # f_k (eq. 12)
         weight = torch.exp(-self.irs_user_dist / self.cfg.d_l0_m)                       # exp(-d_lk/d_l0)
         return torch.cat([weight * satisfied.unsqueeze(1), self.energy.unsqueeze(-1)], dim=-1).float()
 
@@ -203,7 +228,9 @@ class P1Env(BatchedEnv):
         self.energy = energy.step_buffer(self.energy, out["consumed"], arrivals, c.energy_min_units, c.energy_max_units)  # eq. 9
         self.prev_rate = out["rate"]
         self.prev_power = out["tx_power_k"]
-        self._load_scene(_scn.evolve_p1(c, self.scene, self._gen))
+        self._load_scene(evolve_p1(self.scene, c, self._gen))
+        if c.rate_req_spread > 0.0:
+            self.r_req = self._draw_rate_requirements()
         self.t += 1
         obs = self._observe()
         r = out["reward"].float()
@@ -229,15 +256,15 @@ class P1Env(BatchedEnv):
         """Rates, powers and the eq. 19 reward for the current slot (no state change)."""
         c, s = self.cfg, self.scene
         phi = surfaces.coefficients(a["bits"], a["phase_idx"], a["on"], dtype=self.cdtype)      # eq. 2
-        G = effective_channel(s["H_BR"], s["h_RU"], s["h_BU"], phi)                              # eq. 1
+        G = effective_channel(s.H_BR, s.h_RU, s.h_BU, phi)                              # eq. 1
         rate = rate_bps_hz(sinr(G, a["V"], c.noise_w)).to(self.rdtype)                          # eqs. 4-5
         p_k = tx_power_w(a["V"]).to(self.rdtype)                                                # (10a)
         p_irs = a["on"].to(self.rdtype).sum(-1) * self._mu[a["bits"]]                           # eq. 7
         consumed = energy.consumption_units(p_irs, c.slot_s, c.energy_unit_j)
-        pen_rate = torch.clamp(rate - s["r_req"], max=0.0).sum(-1)                              # eq. 19 part 2
+        pen_rate = torch.clamp(rate - self.r_req, max=0.0).sum(-1)                              # eq. 19 part 2
         pen_power = torch.clamp(c.p_max_w - p_k.sum(-1), max=0.0) / c.p_max_w                  # part 3, in units of P_max
         pen_energy = energy.energy_deficit(self.energy, consumed, c.energy_min_units).sum(-1)              # part 4
         reward = rate.sum(-1) + c.xi_rate * pen_rate + c.xi_power * pen_power + c.xi_energy * pen_energy
         return {"rate": rate, "tx_power_k": p_k, "irs_power_l": p_irs, "consumed": consumed,
-                "satisfied": rate > s["r_req"], "pen_rate": pen_rate, "pen_power": pen_power,
+                "satisfied": rate > self.r_req, "pen_rate": pen_rate, "pen_power": pen_power,
                 "pen_energy": pen_energy, "reward": reward}

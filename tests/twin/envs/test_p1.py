@@ -51,12 +51,12 @@ def tiny_env(**kw) -> P1Env:
 
 def set_tiny_scene(env: P1Env, g_irs: complex, g_direct: complex, r_req: float) -> None:
     one = lambda x, *s: torch.tensor(x, dtype=torch.complex128).reshape(*s)
-    env.set_scene({
-        "H_BR": one(1.0, 1, 1, 1, 1), "h_RU": one(np.conj(g_irs), 1, 1, 1, 1), "h_BU": one(np.conj(g_direct), 1, 1, 1),
-        "irs_pos": torch.tensor([[[100.0, 0.0]]], dtype=torch.float64),
-        "user_pos": torch.tensor([[[110.0, 0.0]]], dtype=torch.float64),
-        "r_req": torch.tensor([[r_req]], dtype=torch.float64),
-    })
+    env.set_scene(
+        H_BR=one(1.0, 1, 1, 1, 1), h_RU=one(np.conj(g_irs), 1, 1, 1, 1), h_BU=one(np.conj(g_direct), 1, 1, 1),
+        irs_pos=torch.tensor([[[100.0, 0.0]]], dtype=torch.float64),
+        user_pos=torch.tensor([[[110.0, 0.0]]], dtype=torch.float64),
+        r_req=torch.tensor([[r_req]], dtype=torch.float64),
+    )
 
 
 def test_spaces_contain_obs_and_sampled_actions_are_accepted():
@@ -126,7 +126,7 @@ def test_multiuser_rates_match_numpy_sinr():
     env.reset(seed=5)
     act = sampled_action(env, seed=9)
     act["bs0"]["V"] = act["bs0"]["V"] * 0.1
-    s = {k: v.clone() for k, v in env.scene.items() if isinstance(v, torch.Tensor)}
+    s = {k: getattr(env.scene, k).clone() for k in ("H_BR", "h_RU", "h_BU")}
     res = env.step(act)
     for b in range(2):
         G = np.conj(s["h_BU"][b].numpy())
@@ -173,14 +173,14 @@ def test_batched_env_equals_single_envs():
     big.reset()
     act = sampled_action(big, seed=4)
     act["bs0"]["V"] *= 0.2
-    scene = {k: v.clone() for k, v in big.scene.items() if isinstance(v, torch.Tensor)}
+    scene = big.scene
     big.energy = torch.linspace(1.0, 5.0, B).unsqueeze(-1).repeat(1, big.L)
     e0 = big.energy.clone()
     res = big.step(act)
     for i in range(B):
         one = P1Env(1, cfg, seed=99)
         one.reset()
-        one.set_scene({k: v[i:i + 1] for k, v in scene.items()})
+        one.set_scene(scene.index(i), r_req=big.r_req[i:i + 1])
         one.energy = e0[i:i + 1].clone()
         r1 = one.step({a: {f: x[i:i + 1] for f, x in d.items()} for a, d in act.items()})
         assert torch.allclose(r1.rewards["bs0"], res.rewards["bs0"][i:i + 1], rtol=1e-5, atol=1e-6)
@@ -203,12 +203,12 @@ def test_seeded_determinism():
 
 def test_reset_draws_new_geometry_and_episode_truncates():
     env = make_env("p1", num_envs=2, overrides={"episode_steps": 3}, seed=0)
-    pos0 = env.scene["user_pos"].clone()
+    pos0 = env.scene.user_pos.clone()
     act = sampled_action(env)
     flags = [env.step(act).truncated.tolist() for _ in range(3)]
     assert flags == [[False, False], [False, False], [True, True]]
     env.reset()
-    assert not torch.equal(pos0, env.scene["user_pos"]) and env.t == 0
+    assert not torch.equal(pos0, env.scene.user_pos) and env.t == 0
 
 
 @pytest.mark.parametrize("mutate,needle", [
