@@ -1,0 +1,393 @@
+"""Actor bundles: the exported result of training, the unit the daemons deploy.
+
+A bundle is a directory::
+
+    manifest.json   format version, scenario name + resolved config, algorithm, versions,
+                    per role: actor class path, arch kwargs, agent ids, observation / action
+                    specs, weights file + sha256; and a content hash over all of that
+    <role>.pt       torch.save of the role's actor state_dict (loaded with weights_only=True)
+
+Loading needs torch and ristwin only. Actor classes are rebuilt from their class path, which
+must name a subclass of ``agents.base.Actor`` inside the ``agents`` package, so a manifest
+cannot make the loader import arbitrary code. Any corruption or mismatch raises
+``BundleError`` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from agents.base import Actor
+from twin import __version__ as RISTWIN_VERSION
+from twin.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_ROLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, numpy values, tuples, paths -> plain JSON types (deterministic)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, torch.dtype, np.dtype)):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def space_spec(space: Any) -> dict[str, Any]:
+    """A Gymnasium space (or an already-JSON spec dict) as a JSON spec."""
+    import gymnasium as gym
+
+    if isinstance(space, Mapping) and "type" in space:
+        return to_jsonable(space)
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_spec(s) for k, s in space.spaces.items()}}
+    if isinstance(space, gym.spaces.Box):
+        low, high = np.asarray(space.low), np.asarray(space.high)
+        return {
+            "type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+            "low": to_jsonable(low.flat[0] if low.size and np.all(low == low.flat[0]) else low),
+            "high": to_jsonable(high.flat[0] if high.size and np.all(high == high.flat[0]) else high),
+        }
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": np.asarray(space.nvec).tolist()}
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": to_jsonable(space.n)}
+    raise BundleError(f"spec: cannot describe a {type(space).__name__} space in a bundle manifest")
+
+
+def obs_dim_of(spec: Mapping[str, Any]) -> int:
+    if spec.get("type") != "Box" or len(spec.get("shape", [])) != 1:
+        raise BundleError(f"observation spec: expected a 1-D Box, got {spec}")
+    return int(spec["shape"][0])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_hash(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "content_hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def _class_path(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _resolve_actor_class(path: str, where: str) -> type[Actor]:
+    module_name, _, qualname = path.partition(":")
+    if not qualname or not (module_name == "agents" or module_name.startswith("agents.")) or "." in qualname:
+        raise BundleError(f"{where}: actor class {path!r} is not allowed; bundles may only name Actor classes under agents.*")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BundleError(f"{where}: cannot import {module_name!r} ({exc}); is this ristwin version too old?") from None
+    cls = getattr(module, qualname, None)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise BundleError(f"{where}: {path!r} is not an agents.base.Actor subclass")
+    return cls
+
+
+# --------------------------------------------------------------------------- export
+
+def export_bundle(
+    path: str | os.PathLike,
+    algorithm_name: str,
+    scenario_name: str,
+    scenario_cfg: Any,
+    actors: Mapping[str, Actor],
+    role_of: Mapping[str, str],
+    obs_specs: Mapping[str, Any],
+    action_specs: Mapping[str, Any],
+) -> Path:
+    """Write a bundle atomically (temp directory, then rename) and return its path.
+
+    ``obs_specs`` / ``action_specs`` map agent id -> Gymnasium space (or JSON spec); all
+    agents served by one role must share their specs.
+    """
+    path = Path(path)
+    roles: dict[str, dict[str, Any]] = {}
+    for role, actor in actors.items():
+        if not _ROLE_RE.match(role):
+            raise BundleError(f"role {role!r}: use letters, digits, '_', '-', '.' (it names a file)")
+        if not isinstance(actor, Actor):
+            raise BundleError(f"role {role}: {type(actor).__name__} is not an agents.base.Actor")
+        cls_path = _class_path(actor)
+        _resolve_actor_class(cls_path, f"role {role}")
+        agent_ids = sorted(a for a, r in role_of.items() if r == role)
+        if not agent_ids:
+            raise BundleError(f"role {role}: no agent id maps to it in role_of")
+        specs = []
+        for a in agent_ids:
+            if a not in obs_specs or a not in action_specs:
+                raise BundleError(f"agent {a}: missing from obs_specs/action_specs")
+            specs.append((space_spec(obs_specs[a]), space_spec(action_specs[a])))
+        if any(s != specs[0] for s in specs[1:]):
+            raise BundleError(f"role {role}: agents {agent_ids} have different observation/action specs")
+        roles[role] = {
+            "actor_class": cls_path,
+            "arch_kwargs": to_jsonable(actor.arch_kwargs()),
+            "agent_ids": agent_ids,
+            "observation_spec": specs[0][0],
+            "action_spec": specs[0][1],
+            "weights": f"{role}.pt",
+        }
+    unserved = sorted(set(role_of.values()) - set(actors))
+    if unserved:
+        raise BundleError(f"role_of: roles {unserved} have no actor")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp gives 0700; a bundle is meant to be shared
+        for role, actor in actors.items():
+            state = {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()}
+            weights = tmp / roles[role]["weights"]
+            torch.save(state, weights)
+            roles[role]["sha256"] = _sha256(weights)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "algorithm": algorithm_name,
+            "scenario": {"name": scenario_name, "config": to_jsonable(scenario_cfg)},
+            "versions": {"ristwin": RISTWIN_VERSION, "torch": torch.__version__.split("+")[0]},
+            "roles": roles,
+        }
+        manifest["content_hash"] = _content_hash(manifest)
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        # Swap in: an existing bundle is moved aside first so readers never see a half bundle.
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- load
+
+class Bundle:
+    """A loaded bundle: one eval-mode actor per role, decisions for any served agent id."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], actors: dict[str, Actor]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._actors = actors
+        self._role_of = {a: role for role, spec in manifest["roles"].items() for a in spec["agent_ids"]}
+        self._obs_dim = {a: obs_dim_of(manifest["roles"][r]["observation_spec"]) for a, r in self._role_of.items()}
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self._actors)
+
+    @property
+    def agent_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._role_of))
+
+    @property
+    def algorithm(self) -> str:
+        return self.manifest["algorithm"]
+
+    @property
+    def scenario_name(self) -> str:
+        return self.manifest["scenario"]["name"]
+
+    @property
+    def scenario_config(self) -> dict[str, Any]:
+        return self.manifest["scenario"]["config"]
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    def role_of(self, agent_id: str) -> str:
+        try:
+            return self._role_of[agent_id]
+        except KeyError:
+            raise BundleError(f"agent_id: {agent_id!r} is not served by this bundle; it serves {list(self.agent_ids)}") from None
+
+    def actor_for(self, agent_id: str) -> Actor:
+        return self._actors[self.role_of(agent_id)]
+
+    def obs_dim(self, agent_id: str) -> int:
+        self.role_of(agent_id)
+        return self._obs_dim[agent_id]
+
+    def act(self, obs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Batched actions for every agent in ``obs`` (agent id -> (B, obs_dim))."""
+        with torch.inference_mode():
+            return {a: self.actor_for(a)(o) for a, o in obs.items()}
+
+    def decide(self, agent_id: str, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """One agent's action for one local observation (obs_dim,), as numpy arrays (B=1 squeezed)."""
+        actor = self.actor_for(agent_id)
+        x = np.asarray(obs, dtype=np.float32)
+        if x.shape != (self._obs_dim[agent_id],):
+            raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({self._obs_dim[agent_id]},)")
+        with torch.inference_mode():
+            out = actor(torch.from_numpy(x).unsqueeze(0))
+        if isinstance(out, torch.Tensor):
+            return {"action": out[0].numpy()}
+        return {k: v[0].numpy() for k, v in out.items()}
+
+    def check_env(self, env: Any, scenario_name: str | None = None) -> None:
+        """Raise BundleError unless ``env``'s agents and spaces are the ones this bundle was trained on."""
+        if scenario_name is not None and scenario_name != self.scenario_name:
+            raise BundleError(f"{MANIFEST}: scenario.name is {self.scenario_name!r}, the environment is {scenario_name!r}")
+        missing = sorted(set(env.agent_ids) - set(self._role_of))
+        if missing:
+            raise BundleError(f"{MANIFEST}: roles: no actor for agent ids {missing} of the environment")
+        for a in env.agent_ids:
+            spec = self.manifest["roles"][self._role_of[a]]
+            for field, space in (("observation_spec", env.observation_spaces[a]), ("action_spec", env.action_spaces[a])):
+                if space_spec(space) != spec[field]:
+                    raise BundleError(
+                        f"{MANIFEST}: roles.{self._role_of[a]}.{field} does not match the environment for agent "
+                        f"{a}: bundle {spec[field]} vs environment {space_spec(space)}"
+                    )
+
+
+def _check_action(out: Any, spec: Mapping[str, Any], where: str) -> None:
+    """The actor's output on one observation must have the action spec's keys and shapes."""
+    if spec.get("type") == "Dict":
+        if not isinstance(out, Mapping) or set(out) != set(spec["spaces"]):
+            got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+            raise BundleError(f"{where}: actor returns {got}, action spec has keys {sorted(spec['spaces'])}")
+        for key, sub in spec["spaces"].items():
+            _check_action(out[key], sub, f"{where}.{key}")
+        return
+    if not isinstance(out, torch.Tensor):
+        raise BundleError(f"{where}: actor returns {type(out).__name__}, expected a tensor")
+    kind = spec.get("type")
+    if kind == "Box":
+        shape = list(spec["shape"])
+    elif kind == "MultiDiscrete":
+        shape = list(np.asarray(spec["nvec"]).shape)
+    elif kind == "Discrete":
+        shape = []
+    elif kind == "MultiBinary":
+        shape = [spec["n"]] if isinstance(spec["n"], int) else list(spec["n"])
+    else:
+        return
+    if list(out.shape[1:]) != shape:
+        raise BundleError(f"{where}: actor output shape {list(out.shape[1:])} != action spec shape {shape}")
+
+
+def load_bundle(path: str | os.PathLike, env: Any = None, scenario_name: str | None = None) -> Bundle:
+    """Load and verify a bundle (hashes, classes, weights, shapes); optionally check it fits ``env``."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory")
+    if not mpath.is_file():
+        raise BundleError(f"{mpath}: missing; is {path} a bundle (RUN/bundle)?")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: not valid JSON ({exc}); the manifest is truncated or corrupted") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath}: expected a JSON object")
+    for key in ("format_version", "algorithm", "scenario", "versions", "roles", "content_hash"):
+        if key not in manifest:
+            raise BundleError(f"{mpath}: field {key!r} is missing")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{mpath}: format_version {manifest['format_version']!r} is unsupported (this ristwin reads {FORMAT_VERSION})")
+    if _content_hash(manifest) != manifest["content_hash"]:
+        raise BundleError(f"{mpath}: content_hash does not match the manifest; it was edited or corrupted")
+    if not isinstance(manifest["roles"], dict) or not manifest["roles"]:
+        raise BundleError(f"{mpath}: roles must be a non-empty object")
+
+    actors: dict[str, Actor] = {}
+    for role, spec in manifest["roles"].items():
+        where = f"{mpath}: roles.{role}"
+        for key in ("actor_class", "arch_kwargs", "agent_ids", "observation_spec", "action_spec", "weights", "sha256"):
+            if key not in spec:
+                raise BundleError(f"{where}.{key} is missing")
+        if spec["weights"] != f"{role}.pt":
+            raise BundleError(f"{where}.weights must be {role}.pt, got {spec['weights']!r}")
+        wpath = path / spec["weights"]
+        if not wpath.is_file():
+            raise BundleError(f"{wpath}: weights file missing")
+        if _sha256(wpath) != spec["sha256"]:
+            raise BundleError(f"{wpath}: sha256 does not match the manifest; the weights are truncated or tampered with")
+        cls = _resolve_actor_class(spec["actor_class"], f"{where}.actor_class")
+        try:
+            actor = cls(**spec["arch_kwargs"])
+        except Exception as exc:  # a manifest from another version; say which field
+            raise BundleError(f"{where}.arch_kwargs: cannot build {spec['actor_class']} ({exc})") from None
+        try:
+            state = torch.load(wpath, map_location="cpu", weights_only=True)
+            actor.load_state_dict(state, strict=True)
+        except Exception as exc:
+            raise BundleError(f"{wpath}: cannot load the weights into {spec['actor_class']} ({str(exc).splitlines()[0]})") from None
+        actor.eval()
+        for p in actor.parameters():
+            p.requires_grad_(False)
+        obs_dim = obs_dim_of(spec["observation_spec"])
+        try:
+            with torch.inference_mode():
+                out = actor(torch.zeros(1, obs_dim))
+        except Exception as exc:
+            raise BundleError(f"{where}.observation_spec: the actor rejects a ({obs_dim},) observation ({str(exc).splitlines()[0]})") from None
+        _check_action(out, spec["action_spec"], f"{where}.action_spec")
+        actors[role] = actor
+
+    bundle = Bundle(path, manifest, actors)
+    if env is not None or scenario_name is not None:
+        if env is not None:
+            bundle.check_env(env, scenario_name)
+        elif scenario_name != bundle.scenario_name:
+            raise BundleError(f"{mpath}: scenario.name is {bundle.scenario_name!r}, expected {scenario_name!r}")
+    return bundle
