@@ -55,7 +55,7 @@ class MqttTransport(Transport):
             cfg.host, cfg.mqtt_port, identifier=self.client_id,
             username=cfg.username or None, password=self._password,
             will=aiomqtt.Will(f"{self.root}live/{self.client_id}", b"offline", qos=1, retain=True),
-            tls_context=tls_context, keepalive=5, timeout=5,
+            tls_context=tls_context, keepalive=5, timeout=1.5,  # bounds how long a dead link goes unnoticed
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_queued_incoming_messages=10_000,
         )
@@ -99,6 +99,9 @@ class MqttTransport(Transport):
                         self._dispatch(topic[len(self.root):], bytes(payload))
             except aiomqtt.MqttError as exc:
                 self._first_error = self._first_error or exc
+                text = str(exc).lower()
+                if first and ("authori" in text or "bad user" in text or "password" in text):
+                    break  # credentials will not get better by retrying; start() reports it
             except asyncio.CancelledError:
                 break
             finally:

@@ -28,6 +28,8 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
             f"persistence false\nlog_dest none\n"
+            # As root, mosquitto drops to user "mosquitto", which cannot read pytest's 0700 tmp dirs.
+            + ("user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else "")
         )
         self.proc: subprocess.Popen | None = None
 
