@@ -75,6 +75,11 @@ class P1Scenario:
     # open in the paper: project choice because the direct BS-user link needs a path loss and
     # 3.5 is the usual "weaker direct link" exponent of IRS studies, so the IRSs matter.
     pl_exp_bs_user: float = _f(3.5, NONNEG)
+    # open in the paper: extra attenuation of the direct link (blockage), project choice 0 dB.
+    # Note: under the project reading of eq. 35 (-30 dB at 1 m on EACH hop) the reflected
+    # paths of the default geometry are ~30 dB below the direct link for the median user;
+    # raise this to study blocked direct links (docs/SCENARIOS.md).
+    direct_blockage_db: float = _f(0.0, NONNEG)
     # open in the paper: project choice because half-wavelength spacing is the standard ULA.
     antenna_spacing_wl: float = _f(0.5, POS)  # d / lambda, BS and IRS arrays
     # --- surface hardware (eqs. 6-8)

@@ -110,7 +110,8 @@ def sample_p1(scn, num_envs: int, generator: torch.Generator, dtype: torch.dtype
 
     amp_BR = _amp(log_distance_gain(d_BR, scn.pl_ref_db, scn.pl_exp_bs_irs, scn.pl_ref_distance_m))
     amp_RU = _amp(log_distance_gain(d_RU, scn.pl_ref_db, scn.pl_exp_irs_user, scn.pl_ref_distance_m))
-    amp_BU = _amp(log_distance_gain(d_BU, scn.pl_ref_db, scn.pl_exp_bs_user, scn.pl_ref_distance_m))
+    amp_BU = _amp(log_distance_gain(d_BU, scn.pl_ref_db + scn.direct_blockage_db, scn.pl_exp_bs_user,
+                                    scn.pl_ref_distance_m))
 
     H_BR, h_RU, h_BU = _p1_channels(scn, H_BR_los, h_RU_los, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU)
     return P1Scene(H_BR, h_RU, h_BU, bs_pos, irs_pos, user_pos, d_BR, d_RU, d_BU,
