@@ -1,0 +1,502 @@
+"""The pyserial driver: protocol v1 over a serial port or a TCP bridge (pyserial URL handlers).
+
+URLs: ``serial:///dev/ttyUSB0?baud=921600`` and ``socket://host:port``, with optional
+``timeout_ms`` (reply timeout on top of the wire time, default 50: covers the 16 ms FTDI
+latency timer), ``retries`` (retransmissions per frame, default 8), ``reconnect_ms`` (how
+long to try reopening a lost port, default 1000) and ``verify`` (``crc``: trust the board's
+read-back CRC in the ACK and fetch the full readback only when it differs; ``full``: always
+fetch the readback).
+
+Defensive by construction: every read and write is bounded by a timeout; retransmissions
+reuse the sequence number so the board never applies a request twice; any garbage or
+partial frame is dropped by the decoder at the next delimiter; a lost port (EIO on Linux
+after an unplug) is reopened within ``reconnect_ms``; and an apply that did not latch, or
+latched something else, always surfaces as an exception that carries what the board holds.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import time
+
+import serial
+
+from drivers import protocol as p
+from drivers.base import (
+    ApplyError,
+    ApplyRecord,
+    BoardInfo,
+    BoardStatus,
+    LinkError,
+    NackError,
+    SurfaceDriver,
+    check_config,
+    finish_apply,
+    param,
+    reject_unknown,
+    split_url,
+)
+from twin.errors import ConfigError, DriverError
+from twin.surface_config import SurfaceConfig
+
+_KNOWN = {"baud", "timeout_ms", "retries", "reconnect_ms", "verify"}
+_T = p.MsgType
+
+
+class _Rebooted(Exception):
+    """Internal: the board announced a reboot (its RAM state, staging included, is gone)."""
+
+
+class SerialDriver(SurfaceDriver):
+    def __init__(
+        self,
+        port_url: str,
+        *,
+        baud: int = 115200,
+        timeout_s: float = 0.05,
+        retries: int = 8,
+        reconnect_s: float = 1.0,
+        verify: str = "crc",
+        url: str = "",
+    ) -> None:
+        if verify not in ("crc", "full"):
+            raise ConfigError(f"verify: {verify!r} is not 'crc' or 'full'")
+        if retries < 0 or timeout_s <= 0 or baud <= 0:
+            raise ConfigError("retries must be >= 0, timeout_ms and baud > 0")
+        self.port_url = port_url
+        self.baud = baud
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.reconnect_s = reconnect_s
+        self.verify = verify
+        self.url = url or port_url
+        self.connected = False
+        self._port: serial.SerialBase | None = None
+        self._decoder = p.StreamDecoder()
+        self._backlog: collections.deque = collections.deque()
+        self._seq = int.from_bytes(os.urandom(2), "little")  # fresh start: no clash with a stale cache
+        self._txn = int.from_bytes(os.urandom(2), "little")
+        self._info: BoardInfo | None = None
+        self._needs_handshake = True
+        self._watchdog_cfg: tuple[float, SurfaceConfig | None] | None = None
+        self._rearm = False
+        self._latch_id: int | None = None  # the board's latch counter as last seen
+        self._last_apply = ApplyRecord()
+        self.stats = dict(
+            requests=0, retries=0, timeouts=0, rx_errors=0, nack_crc=0, stale=0,
+            reconnects=0, reboots=0, restarts=0,
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> "SerialDriver":
+        scheme, location, params = split_url(url)
+        reject_unknown(params, _KNOWN, url)
+        if scheme == "serial":
+            if not location:
+                raise ConfigError(f"url: {url!r} names no device; use serial:///dev/ttyUSB0?baud=115200")
+            port_url = location
+        elif scheme == "socket":
+            port_url = f"socket://{location}"
+        else:
+            raise ConfigError(f"url: SerialDriver handles serial:// and socket://, not {scheme}://")
+        return cls(
+            port_url,
+            baud=param(params, "baud", int, 115200, url),
+            timeout_s=param(params, "timeout_ms", float, 50.0, url) / 1000.0,
+            retries=param(params, "retries", int, 8, url),
+            reconnect_s=param(params, "reconnect_ms", float, 1000.0, url) / 1000.0,
+            verify=params.get("verify", "crc"),
+            url=url,
+        )
+
+    # ------------------------------------------------------------------ port
+
+    def _open_port(self) -> None:
+        try:
+            port = serial.serial_for_url(self.port_url, do_not_open=True)
+            port.baudrate = self.baud
+            # Reads wait in short slices so a deadline is never overshot by more than one.
+            port.timeout = min(0.01, self.timeout_s / 4)
+            port.write_timeout = 0.5 + p.wire_seconds(p.MAX_ENCODED, self.baud)
+            if isinstance(port, serial.Serial):
+                port.exclusive = True  # two daemons on one board is a wiring bug; fail loudly
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"port: cannot open {self.port_url}: {exc}") from None
+        sock = getattr(port, "_socket", None)
+        if isinstance(sock, socket.socket):  # TCP bridge: do not let Nagle hold small frames
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._port = port
+        self._decoder.reset()
+        self._backlog.clear()
+
+    def _close_port(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError):
+                pass
+        self._port = None
+
+    def _reopen(self, why: str) -> None:
+        """Reopen a lost port within reconnect_s (a replugged board, a restarted bridge)."""
+        self._close_port()
+        deadline = time.monotonic() + self.reconnect_s
+        delay = 0.01
+        while True:
+            try:
+                self._open_port()
+                break
+            except LinkError as exc:
+                if time.monotonic() + delay > deadline:
+                    self.connected = False
+                    raise LinkError(
+                        f"link: {why}; could not reopen {self.port_url} within "
+                        f"{self.reconnect_s * 1000:.0f} ms ({exc}); check the cable, or call "
+                        "reconnect(new_url) if the board came back under another device name"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        self.stats["reconnects"] += 1
+        self._latch_id = None
+        self._needs_handshake = True  # a replugged board may have rebooted or be another board
+
+    def _send(self, wire: bytes) -> None:
+        try:
+            self._port.write(wire)
+        except serial.SerialTimeoutException:
+            raise  # handled as a timeout by the caller
+        except (serial.SerialException, OSError) as exc:
+            raise ConnectionError(str(exc)) from None
+
+    def _read_some(self, deadline: float) -> bytes:
+        port = self._port
+        while True:
+            try:
+                data = port.read(max(1, port.in_waiting))
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                raise ConnectionError(str(exc) or type(exc).__name__) from None
+            if data or time.monotonic() >= deadline:
+                return data
+
+    # ------------------------------------------------------------------ exchange
+
+    def _await(self, seq: int, deadline: float) -> tuple[str, p.Frame | None]:
+        """Wait for the reply to ``seq``: ('reply', frame) | ('boot', None) | ('corrupt' |
+        'nack_crc' | 'timeout', None). Items after the reply stay queued for the next call."""
+        problem = None
+        while True:
+            while self._backlog:
+                item = self._backlog.popleft()
+                if isinstance(item, p.DecodeError):
+                    self.stats["rx_errors"] += 1
+                    problem = problem or "corrupt"
+                elif item.type == _T.EVENT_BOOT:
+                    self.stats["reboots"] += 1
+                    self._latch_id = None
+                    self._rearm = self._watchdog_cfg is not None
+                    return "boot", None
+                elif item.type in (_T.ACK, _T.NACK):
+                    if item.flags & p.Flag.SEQ_UNKNOWN:
+                        self.stats["nack_crc"] += 1
+                        problem = problem or "nack_crc"
+                    elif item.seq == seq:
+                        return "reply", item
+                    else:
+                        self.stats["stale"] += 1  # a late duplicate of an earlier reply
+            if problem is not None:
+                return problem, None
+            data = self._read_some(deadline)
+            if not data:
+                return "timeout", None
+            self._backlog.extend(self._decoder.feed(data))
+
+    def _request(self, mtype: int, payload: bytes = b"", flags: int = 0, reply_bytes: int = 32) -> bytes:
+        """Send one request until its reply arrives; return the ACK body.
+
+        Retransmissions carry the same seq and bytes, so a board that already acted on the
+        request answers from its cache instead of acting twice.
+        """
+        if self._port is None:
+            self._reopen("port closed")
+        self._seq = (self._seq + 1) & 0xFFFF
+        seq = self._seq
+        wire = p.encode_frame(p.Frame(mtype, seq, payload, flags))
+        wait = self.timeout_s + p.wire_seconds(len(wire) + reply_bytes, self.baud)
+        self.stats["requests"] += 1
+        problem = "no reply"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            try:
+                self._send(wire)
+                kind, frame = self._await(seq, time.monotonic() + wait)
+            except serial.SerialTimeoutException:
+                kind, frame = "timeout", None
+            except ConnectionError as exc:
+                self._reopen(f"lost {self.port_url} ({exc})")
+                problem = "link lost and reopened"
+                continue
+            if kind == "reply":
+                if frame.type == _T.NACK:
+                    try:
+                        nack = p.Nack.unpack(frame.payload)
+                    except p.PayloadError:
+                        problem = "malformed NACK"
+                        continue
+                    name = _error_name(nack.code)
+                    raise NackError(
+                        f"{_T(mtype).name}: board refused the request ({name}, detail {nack.detail})",
+                        nack.code, nack.detail,
+                    )
+                try:
+                    rtype, body = p.split_ack(frame)
+                except p.PayloadError:
+                    problem = "malformed ACK"
+                    continue
+                if rtype != mtype:
+                    problem = "ACK for another request type"
+                    continue
+                return body
+            if kind == "boot":
+                raise _Rebooted()
+            if kind == "timeout":
+                self.stats["timeouts"] += 1
+            problem = kind
+        raise LinkError(
+            f"{_T(mtype).name}: no valid reply after {self.retries + 1} attempts (last: {problem}); "
+            f"check the cable, the baud rate ({self.baud}) and that the board speaks protocol "
+            f"v{p.PROTOCOL_VERSION}, or raise retries / timeout_ms in the URL"
+        )
+
+    def _call(self, mtype: int, payload: bytes = b"", reply_bytes: int = 32) -> bytes:
+        """A self-contained request: after a board reboot it is simply sent again."""
+        for _ in range(3):
+            try:
+                return self._request(mtype, payload, reply_bytes=reply_bytes)
+            except _Rebooted:
+                continue
+        raise LinkError(f"{_T(mtype).name}: the board keeps rebooting; check its supply")
+
+    # ------------------------------------------------------------------ session
+
+    def connect(self) -> BoardInfo:
+        if self._port is None:
+            self._open_port()
+        self.connected = True
+        self._needs_handshake = True
+        return self._ensure()
+
+    def reconnect(self, url: str | None = None) -> BoardInfo:
+        """Reopen the link, optionally at a new URL (a board that came back as another device)."""
+        if url is not None:
+            fresh = SerialDriver.from_url(url)
+            self.port_url, self.baud, self.url = fresh.port_url, fresh.baud, fresh.url
+        self._close_port()
+        self._reopen("reconnect requested")
+        self.connected = True
+        return self._ensure()
+
+    def _ensure(self) -> BoardInfo:
+        if not self.connected:
+            raise DriverError(f"driver for {self.url} is closed; call connect() first")
+        if self._needs_handshake or self._info is None:
+            self._needs_handshake = False
+            try:
+                info = p.InfoReply.unpack(self._call(_T.INFO, reply_bytes=64))
+            except (LinkError, NackError, p.PayloadError):
+                self._needs_handshake = True
+                raise
+            if info.protocol_version != p.PROTOCOL_VERSION:
+                raise DriverError(
+                    f"protocol: board speaks v{info.protocol_version}, this driver v{p.PROTOCOL_VERSION}; "
+                    "update the firmware or ristwin"
+                )
+            fresh = BoardInfo(
+                info.n_elements, info.resolutions, info.max_baud, ".".join(map(str, info.firmware)),
+                info.protocol_version, min(info.max_payload, p.MAX_PAYLOAD), info.codebook_slots, info.name,
+            )
+            if self._info is not None and fresh.n_elements != self._info.n_elements:
+                raise DriverError(
+                    f"board: the board on {self.url} now reports {fresh.n_elements} elements, was "
+                    f"{self._info.n_elements}; a different board was plugged in"
+                )
+            self._info = fresh
+            self._rearm = self._rearm or self._watchdog_cfg is not None
+        if self._rearm:
+            self._rearm = False
+            self._arm_watchdog(*self._watchdog_cfg)
+        return self._info
+
+    def info(self) -> BoardInfo:
+        return self._ensure()
+
+    def close(self) -> None:
+        self._close_port()
+        self.connected = False
+
+    # ------------------------------------------------------------------ surface
+
+    def apply(self, config: SurfaceConfig, *, on_mismatch: str = "raise") -> SurfaceConfig:
+        t0, c0, r0 = time.perf_counter(), time.thread_time(), self.stats["retries"]
+        info = self._ensure()
+        check_config(config, info)
+        expected = p.image_crc(config)
+        latch = self._transfer(_T.SET_CONFIG, config, b"")
+        if not latch.latched:
+            raise ApplyError("SET_CONFIG: board acknowledged the last chunk without latching", config, None)
+        if self.verify == "crc" and latch.readback_crc == expected:
+            applied = config  # the board's read-back of its drivers hashes to our image
+        else:
+            applied = self._readback_or_report(config)
+        applied, mism = finish_apply(config, applied, "return")
+        self._last_apply = ApplyRecord(
+            mism.size == 0, mism, self.stats["retries"] - r0, time.perf_counter() - t0,
+            time.thread_time() - c0,
+        )
+        return finish_apply(config, applied, on_mismatch)[0]
+
+    def _transfer(self, mtype: int, config: SurfaceConfig, prefix: bytes) -> p.LatchAck:
+        """Send a whole image (chunked, staged, latched on the last chunk) and return its ACK."""
+        info = self._info
+        known = self._latch_id  # the board's latch counter before this transfer, if known
+        for attempt in range(3):
+            if attempt:
+                self.stats["restarts"] += 1
+                self._ensure()
+            self._txn = (self._txn + 1) & 0xFFFF
+            payloads, flags = p.chunk_image(config, self._txn, info.max_payload, prefix)
+            i = 0
+            try:
+                for i, payload in enumerate(payloads):
+                    body = self._request(mtype, payload, flags)
+                ack = p.LatchAck.unpack(body)
+                if ack.latched and mtype == _T.SET_CONFIG:
+                    self._latch_id = ack.latch_id
+                return ack
+            except _Rebooted:
+                known = None
+                continue  # staging is gone: restart the transaction from chunk 0
+            except NackError as exc:
+                if exc.code == p.ErrorCode.CHUNK:
+                    continue
+                raise ApplyError(
+                    f"{exc}; nothing was latched, the board keeps its previous configuration",
+                    config, None,
+                ) from None
+            except p.PayloadError as exc:
+                raise ApplyError(f"{_T(mtype).name}: malformed ACK ({exc})", config, None) from None
+            except LinkError as exc:
+                if mtype != _T.SET_CONFIG:
+                    raise
+                return self._settle(config, known, f"{exc} (chunk {i + 1}/{len(payloads)})")
+        return self._settle(config, known, f"{_T(mtype).name}: transfer restarted 3 times (board rebooting?)")
+
+    def _settle(self, config: SurfaceConfig, known: int | None, why: str) -> p.LatchAck:
+        """After a failed transfer, find out from a readback whether the board latched.
+
+        Latched (its latch counter moved, or it holds exactly the request): return an ACK
+        built from the readback, so apply() verifies it like any other. Not latched: raise
+        ApplyError carrying the state the board keeps. Link dead: raise, state UNKNOWN.
+        """
+        try:
+            latched = self.readback()
+        except DriverError:
+            raise ApplyError(f"{why}; the board's latched state is UNKNOWN (no readback possible)", config, None) from None
+        if latched == config or (known is not None and self._latch_id != known):
+            return p.LatchAck(True, self._latch_id or 0, p.image_crc(latched))
+        raise ApplyError(
+            f"{why}; readback shows the request was NOT latched: the board keeps its previous "
+            "configuration (see .latched)", config, latched,
+        )
+
+    def _readback_or_report(self, config: SurfaceConfig) -> SurfaceConfig:
+        try:
+            return self.readback()
+        except DriverError as exc:
+            raise ApplyError(f"latched, but readback failed ({exc}); the latched state is unverified", config, None) from None
+
+    def readback(self) -> SurfaceConfig:
+        self._ensure()
+        room = self._info.max_payload - 1 - p.ReadbackReply._ST.size
+        for _ in range(3):
+            image, first, offset, total = bytearray(), None, 0, None
+            while total is None or offset < total:
+                body = self._call(_T.READBACK, p.ReadbackRequest(offset, room).pack(), reply_bytes=room + 32)
+                part = p.ReadbackReply.unpack(body)
+                if first is None:
+                    first = part
+                elif (part.latch_id, part.boot_count, part.bits) != (first.latch_id, first.boot_count, first.bits):
+                    break  # the latch changed between slices (watchdog?): read again
+                if part.offset != offset or not part.data and part.total > offset:
+                    raise LinkError("READBACK: board returned a slice at the wrong offset")
+                image += part.data
+                offset, total = offset + len(part.data), part.total
+            else:
+                try:
+                    config = p.unpack_image(bytes(image), first.bits, first.n_elements)
+                except Exception as exc:  # malformed image from a buggy board
+                    raise DriverError(f"READBACK: image does not decode ({exc})") from None
+                self._latch_id = first.latch_id
+                return config
+        raise LinkError("READBACK: the latched state kept changing while it was read")
+
+    def status(self) -> BoardStatus:
+        self._ensure()
+        s = p.StatusReply.unpack(self._call(_T.STATUS, reply_bytes=64))
+        return BoardStatus(
+            s.uptime_ms / 1000.0, s.supply_mv / 1000.0,
+            None if s.energy_uj == p.NO_ENERGY_BUFFER else s.energy_uj * 1e-6,
+            s.boot_count, s.latch_count, s.watchdog_ms / 1000.0, s.safe_active,
+            dict(rx_frames=s.rx_frames, crc_errors=s.crc_errors, nacks=s.nacks,
+                 duplicates=s.duplicates, watchdog_trips=s.watchdog_trips),
+        )
+
+    def codebook_store(self, slot: int, config: SurfaceConfig) -> None:
+        info = self._ensure()
+        check_config(config, info)
+        if not 0 <= slot < info.codebook_slots:
+            raise ConfigError(f"slot: {slot} is outside the board's codebook 0..{info.codebook_slots - 1}")
+        ack = self._transfer(_T.CODEBOOK_STORE, config, bytes([slot]))
+        if ack.readback_crc != p.image_crc(config):
+            raise DriverError(f"CODEBOOK_STORE: slot {slot} holds a different image than sent")
+
+    def codebook_apply(self, slot: int) -> SurfaceConfig:
+        """Latch a stored codebook entry (one small frame); returns the read-back state."""
+        self._ensure()
+        self._latch_id = p.LatchAck.unpack(self._call(_T.CODEBOOK_APPLY, bytes([slot]))).latch_id
+        return self.readback()
+
+    def watchdog(self, timeout_s: float, safe: SurfaceConfig | None = None) -> None:
+        if timeout_s < 0:
+            raise ConfigError("timeout_s: must be >= 0 (0 disarms the watchdog)")
+        self._ensure()
+        self._arm_watchdog(timeout_s, safe)
+        self._watchdog_cfg = (timeout_s, safe) if timeout_s > 0 else None
+
+    def _arm_watchdog(self, timeout_s: float, safe: SurfaceConfig | None) -> None:
+        slot = p.BUILTIN_SAFE_SLOT
+        if safe is not None and timeout_s > 0:
+            if not self._info.codebook_slots:
+                raise ConfigError("safe: this board has no codebook to hold a custom safe pattern")
+            slot = self._info.codebook_slots - 1  # the last slot is reserved for the safe pattern
+            self.codebook_store(slot, safe)
+        self._call(_T.WATCHDOG, p.WatchdogRequest(int(round(timeout_s * 1000)), slot).pack())
+
+    def reset(self) -> None:
+        """Reboot the board (latched state returns to all OFF)."""
+        self._ensure()
+        try:
+            self._request(_T.RESET)
+        except _Rebooted:
+            pass
+        self._needs_handshake = True
+
+
+def _error_name(code: int) -> str:
+    try:
+        return p.ErrorCode(code).name
+    except ValueError:
+        return f"error {code}"
