@@ -77,6 +77,7 @@ class BoardCore:
         stuck: tuple[int, ...] = (),
         energy: EnergyModel | None = None,
         supply_mv: int = 5000,
+        boot_watchdog_ms: int = 0,
         now: float = 0.0,
     ) -> None:
         if not 1 <= n_elements <= p.MAX_ELEMENTS:
@@ -91,6 +92,7 @@ class BoardCore:
             raise ValueError(f"stuck elements must lie in 0..{n_elements - 1}")
         self.energy = energy
         self.supply_mv = supply_mv
+        self.boot_watchdog_ms = boot_watchdog_ms  # armed from power-on (built-in safe pattern)
         self.boot_count = 0
         self.counters = dict(rx_frames=0, crc_errors=0, nacks=0, duplicates=0, watchdog_trips=0)
         self.reboot(p.BootReason.POWER_ON, now)
@@ -105,7 +107,7 @@ class BoardCore:
         self.latch_count = 0
         self.codebook: dict[int, SurfaceConfig] = {}
         self.staging: _Staging | None = None
-        self.watchdog_ms = 0
+        self.watchdog_ms = self.boot_watchdog_ms
         self.safe_slot = p.BUILTIN_SAFE_SLOT
         self.last_pet = now
         self.wd_tripped = False
@@ -363,6 +365,7 @@ class BoardEmulator:
         energy: EnergyModel | None = None,
         tcp_port: int | None = None,
         codebook_slots: int = 8,
+        boot_watchdog_ms: int = 0,
     ) -> None:
         self.baud = baud
         self.model_wire = model_wire
@@ -370,7 +373,7 @@ class BoardEmulator:
         self.faults = faults
         self.core = BoardCore(
             n_elements, resolutions, max_baud=max(baud, 921600), codebook_slots=codebook_slots,
-            stuck=faults.stuck, energy=energy, now=time.monotonic(),
+            stuck=faults.stuck, energy=energy, boot_watchdog_ms=boot_watchdog_ms, now=time.monotonic(),
         )
         self.lock = threading.Lock()
         self._rx_mangle = _Mangler(faults, 1)
@@ -415,6 +418,10 @@ class BoardEmulator:
         self._thread = threading.Thread(target=self.serve_forever, name="board-emulator", daemon=True)
         self._thread.start()
         return self.url
+
+    def request_stop(self) -> None:
+        """Ask serve_forever to return (safe from a signal handler)."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop serving and close the device: to a driver this looks like an unplugged cable."""
