@@ -441,7 +441,7 @@ def validate(scn):
     return scn
 
 
-def get_scenario(name: str, **overrides):
+def get_scenario(name: str, /, **overrides):
     """The preset ``name`` (p1..p4) with validated field overrides."""
     if name not in SCENARIOS:
         raise ConfigError(f"scenario: unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
