@@ -1,0 +1,135 @@
+"""The k nearest discrete IRS actions to a continuous proto-action (P1 Alg. 2, line 3).
+
+A discrete low-level IRS action at resolution b is x = (phase_idx, on): per element a point
+of the b-bit grid F_b (P1 eq. 6) and an ON/OFF bit. A proto-action is e = (u, w) with 2N
+real entries: u_n the phase in *turns* (theta / 2 pi, any real value, wrapped) and w_n an
+ON score (1 = ON).
+
+Metric (the project's choice; the paper only writes ||x - x_hat||^2):
+
+    d^2(x, e) = sum_n [ circ(u_n - phase_idx_n / 2^b)^2 + (w_n - on_n)^2 ],
+    circ(t) = t - round(t)   (signed distance on the unit circle, in turns, |circ| <= 1/2)
+
+Both parts are in "fraction of the full range" units (a half turn of phase weighs as much
+as half an ON/OFF flip), and the phase part is circular, so 0 and 2^b - 1 are neighbours.
+
+Because d^2 is a sum of independent per-coordinate costs (2N coordinates: N phases, N ON
+bits), the nearest action is found per element by rounding, and the k nearest differ from
+it only in the coordinates whose second-best option costs least (the smallest rounding
+margins): a coordinate whose cheapest change is not among the k - 1 cheapest changes over
+all coordinates cannot appear in the k best (each of those k - 1 single changes is already
+cheaper). The exact k best combinations of the selected coordinates come from a top-k
+dynamic program over them (k rounds of a batched top-k). Cost per row:
+O(N 2^b_max + k^2 2^b_max), never the 2^(bN) of enumerating the action set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from twin.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The k nearest discrete actions per row, nearest first.
+
+    phase_idx (B, k, N) long, on (B, k, N) bool, dist2 (B, k) float64 squared distances,
+    valid (B, k) bool: False where the action set has fewer than k members (those rows
+    repeat the nearest action with dist2 = inf).
+    """
+
+    phase_idx: torch.Tensor
+    on: torch.Tensor
+    dist2: torch.Tensor
+    valid: torch.Tensor
+
+
+def _option_costs(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, max_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate option costs (B, 2N, R) and option values (B, 2N, R), R = 2^max_bits.
+
+    Coordinates 0..N-1 are phases (value = grid index), N..2N-1 ON bits (value 0/1).
+    Options that do not exist (index >= 2^b, ON value >= 2) cost +inf.
+    """
+    B, N = u.shape
+    R = max(1 << max_bits, 2)
+    grid = torch.arange(R, dtype=torch.float64, device=u.device)                  # (R,)
+    levels = torch.pow(2.0, bits.to(torch.float64)).view(B, 1, 1)                  # (B,1,1)
+    diff = u.to(torch.float64).unsqueeze(-1) - grid / levels                       # (B,N,R)
+    phase_cost = (diff - torch.round(diff)).square()
+    phase_cost = phase_cost.masked_fill(grid.view(1, 1, R) >= levels, float("inf"))
+    on_cost = (w.to(torch.float64).unsqueeze(-1) - grid.view(1, 1, R)).square()
+    on_cost = on_cost.masked_fill(grid.view(1, 1, R) >= 2, float("inf"))
+    costs = torch.cat([phase_cost, on_cost], dim=1)                                # (B,2N,R)
+    values = torch.arange(R, device=u.device).expand(B, 2 * N, R)
+    return costs, values
+
+
+def k_nearest(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, k: int, max_bits: int | None = None) -> Neighbours:
+    """The k discrete actions nearest to the proto-action (u, w) at resolution ``bits``.
+
+    u, w: (B, N) phase turns and ON scores; bits: (B,) long resolution per row.
+    ``max_bits`` bounds the option table (defaults to bits.max()).
+    """
+    if k < 1:
+        raise ConfigError(f"k: the number of nearest neighbours must be >= 1, got {k}")
+    if u.shape != w.shape or u.dim() != 2 or bits.shape != u.shape[:1]:
+        raise ConfigError(f"k_nearest: expected u, w (B, N) and bits (B,), got {tuple(u.shape)}, "
+                          f"{tuple(w.shape)}, {tuple(bits.shape)}")
+    B, N = u.shape
+    max_bits = int(bits.max()) if max_bits is None else int(max_bits)
+    costs, values = _option_costs(u, w, bits, max_bits)
+    R = costs.shape[-1]
+    r = min(R, k)                                        # no coordinate changes more than k-1 times
+    sorted_cost, order = torch.topk(costs, r, dim=-1, largest=False, sorted=True)  # (B,2N,r)
+    sorted_vals = torch.gather(values, -1, order)
+    best_vals = sorted_vals[..., 0]                      # the rounding: nearest per coordinate
+    base = sorted_cost[..., 0].sum(-1)                   # (B,) d^2 of the nearest action
+    delta = sorted_cost - sorted_cost[..., :1]           # (B,2N,r) extra cost of each change
+
+    sums = base.unsqueeze(-1)                            # (B,1) candidate totals
+    kc = min(k - 1, 2 * N)
+    if kc > 0:
+        # Coordinates with the smallest rounding margins (cheapest single change).
+        margin = delta[..., 1] if r > 1 else torch.full_like(delta[..., 0], float("inf"))
+        coords = torch.topk(margin, kc, dim=-1, largest=False, sorted=True).indices  # (B,kc)
+        cdelta = torch.gather(delta, 1, coords.unsqueeze(-1).expand(B, kc, r))       # (B,kc,r)
+        choice = torch.zeros(B, 1, kc, dtype=torch.long, device=u.device)
+        for j in range(kc):                              # top-k DP: exact k best over coords[:j+1]
+            cand = (sums.unsqueeze(-1) + cdelta[:, j].unsqueeze(1)).flatten(1)       # (B, S*r)
+            keep = min(k, cand.shape[1])
+            sums, flat = torch.topk(cand, keep, dim=-1, largest=False, sorted=True)
+            parent, opt = flat // r, flat % r
+            choice = torch.gather(choice, 1, parent.unsqueeze(-1).expand(B, keep, kc)).clone()
+            choice[:, :, j] = opt
+        # Values: the rounding, with the chosen option on each selected coordinate.
+        acts = best_vals.unsqueeze(1).expand(B, sums.shape[1], 2 * N).clone()       # (B,S,2N)
+        sel_vals = torch.gather(sorted_vals, 1, coords.unsqueeze(-1).expand(B, kc, r))  # (B,kc,r)
+        chosen = torch.gather(sel_vals.unsqueeze(1).expand(B, sums.shape[1], kc, r), -1,
+                              choice.unsqueeze(-1)).squeeze(-1)                      # (B,S,kc)
+        acts.scatter_(2, coords.unsqueeze(1).expand(B, sums.shape[1], kc), chosen)
+    else:
+        acts = best_vals.unsqueeze(1)
+    S = sums.shape[1]
+    if S < k:                                            # pad (only when 2N options are too few)
+        pad = k - S
+        sums = torch.cat([sums, sums.new_full((B, pad), float("inf"))], 1)
+        acts = torch.cat([acts, acts[:, :1].expand(B, pad, 2 * N)], 1)
+    valid = torch.isfinite(sums)
+    acts = torch.where(valid.unsqueeze(-1), acts, acts[:, :1].expand_as(acts))
+    return Neighbours(phase_idx=acts[..., :N].long(), on=acts[..., N:].bool(), dist2=sums, valid=valid)
+
+
+def nearest(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The single nearest action (k = 1), i.e. per-element rounding: (phase_idx (B,N), on (B,N))."""
+    levels = torch.pow(2.0, bits.to(torch.float64)).unsqueeze(-1)
+    idx = torch.remainder(torch.round(u.to(torch.float64) * levels), levels).long()
+    return idx, w > 0.5
+
+
+def embed(phase_idx: torch.Tensor, on: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A discrete action as a point of the proto-action space: (u turns, w) float32."""
+    levels = torch.pow(2.0, bits.float()).view(*bits.shape, *([1] * (phase_idx.dim() - bits.dim())))
+    return phase_idx.float() / levels, on.float()
