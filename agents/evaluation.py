@@ -109,34 +109,39 @@ def p1_reference_policies(env: Any, seed: int, include_upper: bool = True) -> di
     choices = torch.tensor(env.bit_choices)
     cfg = env.cfg
 
+    def channels() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = env.scene  # full CSI of the current slot (P1Scene, or a mapping in older builds)
+        get = (lambda k: s[k]) if isinstance(s, Mapping) else (lambda k: getattr(s, k))
+        return get("H_BR"), get("h_RU"), get("h_BU")
+
     def dims() -> tuple[int, int, int, int, int]:
-        s = env.scene
-        B, L, N, M = s["H_BR"].shape
-        return B, L, N, M, s["h_RU"].shape[2]
+        H_BR, h_RU, _ = channels()
+        B, L, N, M = H_BR.shape
+        return B, L, N, M, h_RU.shape[2]
 
     def random_policy(env: Any, obs: Obs) -> Action:
         B, L, N, M, K = dims()
         bits = choices[torch.randint(0, len(choices), (B, L), generator=gen)]
         idx = ref.random_phase_idx(B, L, N, bits, gen)
         on = torch.rand((B, L, N), generator=gen) < 0.5
-        V = ref.random_precoder(B, M, K, cfg.p_max_w, gen, dtype=env.scene["H_BR"].dtype)
+        V = ref.random_precoder(B, M, K, cfg.p_max_w, gen, dtype=channels()[0].dtype)
         return _p1_action(env, V, bits, idx, on)
 
     def aligned(precoder: str, half: bool) -> Policy:
         def policy(env: Any, obs: Obs) -> Action:
-            s = env.scene
+            H_BR, h_RU, h_BU = channels()
             B, L, N, M, K = dims()
-            idx = ref.quantize_phases(ref.align_phases_multiuser(s["H_BR"], s["h_RU"], s["h_BU"]), bits_max)
+            idx = ref.quantize_phases(ref.align_phases_multiuser(H_BR, h_RU, h_BU), bits_max)
             on = ref.half_on(B, L, N, gen) if half else ref.all_on(B, L, N)
-            G = effective_channel(s["H_BR"], s["h_RU"], s["h_BU"], ref.phases_from_idx(idx, bits_max, on, s["H_BR"].dtype))
+            G = effective_channel(H_BR, h_RU, h_BU, ref.phases_from_idx(idx, bits_max, on, H_BR.dtype))
             V = ref.PRECODERS[precoder](G, cfg.noise_w, cfg.p_max_w)
             return _p1_action(env, V, torch.full((B, L), bits_max), idx, on)
         return policy
 
     def upper(env: Any, obs: Obs) -> Action:
-        s = env.scene
+        H_BR, h_RU, h_BU = channels()
         B, L, N, M, K = dims()
-        res = ref.wmmse_phase_search(s["H_BR"], s["h_RU"], s["h_BU"], cfg.noise_w, cfg.p_max_w, bits_max)
+        res = ref.wmmse_phase_search(H_BR, h_RU, h_BU, cfg.noise_w, cfg.p_max_w, bits_max)
         return _p1_action(env, res.V, torch.full((B, L), bits_max), res.phase_idx, res.on)
 
     policies: dict[str, Policy] = {

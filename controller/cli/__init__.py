@@ -23,9 +23,9 @@ def cli() -> None:
 
 
 def _register_all() -> None:
-    from controller.cli import twin_cmds, runtime_cmds, board_cmds
+    from controller.cli import twin_cmds, runtime_cmds, train_cmds, board_cmds
 
-    for module in (twin_cmds, runtime_cmds, board_cmds):
+    for module in (twin_cmds, runtime_cmds, train_cmds, board_cmds):
         module.register(cli)
 
 

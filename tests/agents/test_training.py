@@ -1,0 +1,155 @@
+import json
+import tomllib
+
+import pytest
+
+from agents import runs
+from agents.bundle import load_bundle
+from agents.training import TrainConfig, Trainer
+from controller.cli import main
+from tests.agents import toy
+
+
+@pytest.fixture(autouse=True)
+def _toy(monkeypatch):
+    toy.register(monkeypatch)
+
+
+CFG = TrainConfig(scenario="toy", algo="toy", steps=22, num_envs=3, seed=5, log_every=2,
+                  eval_every=5, eval_episodes=2, checkpoint_every=4)
+
+
+def _trainer(path, **changes):
+    import dataclasses
+
+    return Trainer(path, dataclasses.replace(CFG, **changes), toy.ToyConfig(), toy.ToyAlgoConfig())
+
+
+def _outputs(path):
+    m = json.loads((path / "bundle" / "manifest.json").read_text())
+    return {
+        "metrics": (path / runs.METRICS_CSV).read_text(),
+        "eval": (path / runs.EVAL_CSV).read_text(),
+        "final": (path / "final_eval.json").read_text(),
+        "weights": {r: s["sha256"] for r, s in m["roles"].items()},
+    }
+
+
+def test_resumed_runs_equal_an_uninterrupted_run(tmp_path):
+    whole = tmp_path / "whole"
+    _trainer(whole).run()
+    reference = _outputs(whole)
+    assert reference["metrics"].count("\n") == 1 + 22 // 2 and "algo/loss" in reference["metrics"]
+
+    # 1. interrupted (Ctrl-C) mid-episode at step 13, then resumed from the step-10 checkpoint
+    cut = tmp_path / "cut"
+
+    def interrupt(step, total, stats):
+        if step == 13:
+            raise KeyboardInterrupt
+
+    result = _trainer(cut).run(progress=interrupt)
+    assert result.interrupted and result.bundle is None
+    assert runs.load_checkpoint(cut / runs.CHECKPOINT)["step"] == 10  # the last episode boundary
+    assert "12," in (cut / runs.METRICS_CSV).read_text()  # rows past the checkpoint exist ...
+    Trainer.from_run_dir(cut).run(resume=True)             # ... and are replayed, not duplicated
+    assert _outputs(cut) == reference
+
+    # 2. trained for fewer steps, then extended with --steps
+    short = tmp_path / "short"
+    _trainer(short, steps=12).run()
+    Trainer.from_run_dir(short, steps=22).run(resume=True)
+    assert _outputs(short) == reference
+
+    # a different seed gives a different run (the comparison above can fail)
+    other = tmp_path / "other"
+    _trainer(other, seed=6).run()
+    assert _outputs(other)["metrics"] != reference["metrics"]
+
+
+def test_run_directory_contents(tmp_path):
+    run = tmp_path / "run"
+    _trainer(run, steps=10).run()
+    cfg = json.loads((run / runs.CONFIG_JSON).read_text())
+    assert cfg["train"]["seed"] == 5 and cfg["scenario"]["n_elements"] == 4 and cfg["algo"]["hidden"] == [16]
+    with open(run / runs.CONFIG_TOML, "rb") as f:
+        toml_cfg = tomllib.load(f)
+    assert toml_cfg["train"] == cfg["train"] and toml_cfg["algo"] == cfg["algo"]
+    assert (run / runs.CURVE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = (run / runs.EVAL_CSV).read_text().splitlines()[0].split(",")
+    assert header[:3] == ["step", "env_steps", "eval_reward"] and "eval_rate_mean" in header
+    rows = runs.MetricsCSV(run / runs.METRICS_CSV).read()
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10]
+    assert all(r["env_steps"] == str(int(r["step"]) * 3) for r in rows)
+    # the bundle fits the scenario it was trained on, and no temp files are left anywhere
+    load_bundle(run / "bundle", env=toy.ToyEnv(2), scenario_name="toy")
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    # starting a new run over an existing one is refused
+    with pytest.raises(Exception, match="already holds a run"):
+        _trainer(run, steps=10).run()
+
+
+def _cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_train_evaluate_compare(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = _cli(capsys, "train", "--scenario", "toy", "--algo", "toy", "--steps", "10", "--num-envs", "2",
+                          "--seed", "1", "--out", str(run), "--eval-every", "5", "--log-every", "5",
+                          "--set", "algo.lr=0.05", "--set", "scenario.n_elements=6", "--quiet")
+    assert code == 0, err
+    assert "bundle:" in out
+    cfg = json.loads((run / runs.CONFIG_JSON).read_text())
+    assert cfg["algo"]["lr"] == 0.05 and cfg["scenario"]["n_elements"] == 6
+    assert load_bundle(run / "bundle").manifest["roles"]["irs"]["arch_kwargs"]["n_elements"] == 6
+
+    code, out, err = _cli(capsys, "evaluate", str(run), "--episodes", "3", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["episodes"] == 3 and "toy (bundle)" in report["policies"]
+    assert report["policies"]["toy (bundle)"]["reward"]["episodes"] == 3
+
+    run2 = tmp_path / "run2"
+    assert _cli(capsys, "train", "--scenario", "toy", "--algo", "toy", "--steps", "10", "--num-envs", "2",
+                "--seed", "2", "--out", str(run2), "--eval-every", "5", "--set", "scenario.n_elements=8", "--quiet")[0] == 0
+    plots = tmp_path / "plots"
+    code, out, err = _cli(capsys, "compare", str(run), str(run2), "--out", str(plots), "--sweep", "scenario.n_elements", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["final"]) == {"toy n_elements=6", "toy n_elements=8"}
+    for p in report["plots"]:
+        assert open(p, "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--scenario", "toy", "--algo", "nope", "--out", "{run}"], "unknown algorithm"),
+    (["train", "--scenario", "nowhere", "--algo", "toy", "--out", "{run}"], "unknown scenario"),
+    (["train", "--scenario", "toy", "--out", "{run}"], "--algo: required"),
+    (["train", "--scenario", "toy", "--algo", "toy", "--out", "{run}", "--set", "lr=1"], "scenario.FIELD=VALUE"),
+    (["train", "--scenario", "toy", "--algo", "toy", "--out", "{run}", "--set", "algo.nope=1"], "algo.nope: not a field"),
+    (["train", "--scenario", "toy", "--algo", "toy", "--out", "{run}", "--set", "algo.lr=fast"], "cannot read 'fast'"),
+    (["train", "--scenario", "toy", "--algo", "toy", "--out", "{run}", "--steps", "0"], "--steps: must be a positive"),
+    (["train", "--scenario", "p1", "--algo", "toy", "--out", "{run}", "--set", "scenario.n_users=-1"], "n_users"),
+    (["evaluate", "{run}"], "config.json is missing"),
+    (["compare", "{run}"], "config.json is missing"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    code, out, err = _cli(capsys, *[a.replace("{run}", str(tmp_path / "run")) for a in args])
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and err.startswith("ristwin: error:")
+
+
+def test_cli_resume_refuses_config_changes_and_existing_runs(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    base = ["train", "--scenario", "toy", "--algo", "toy", "--steps", "5", "--num-envs", "2", "--out", run, "--quiet"]
+    assert _cli(capsys, *base)[0] == 0
+    code, _, err = _cli(capsys, *base)
+    assert code == 2 and "already holds a run" in err
+    code, _, err = _cli(capsys, *base, "--resume", "--seed", "9")
+    assert code == 2 and "seed" in err and err.count("\n") == 1
+    code, out, err = _cli(capsys, "train", "--out", run, "--resume", "--steps", "10", "--quiet")
+    assert code == 0, err
+    assert runs.MetricsCSV(tmp_path / "run" / runs.METRICS_CSV).read() is not None
