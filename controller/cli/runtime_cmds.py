@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -25,5 +26,54 @@ def keys_cmd(names: tuple[str, ...], out_dir: Path, force: bool) -> None:
         click.echo(f"{name}: public {public}  secret {secret} (mode 600)")
 
 
+@click.command("deploy")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--systemd", "systemd_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write systemd unit files for this host's processes into DIR instead of running.")
+@click.option("--print-slots", is_flag=True, help="Print one line per slot (sum rate, reward, latency, misses).")
+@click.option("--no-restart", is_flag=True, help="Do not restart agents that exit.")
+def deploy_cmd(file: Path, systemd_dir: Path | None, print_slots: bool, no_restart: bool) -> None:
+    """Start and supervise a deployment locally: broker (if asked), emulated boards, the twin
+    server and one daemon per agent, with a live status line; stops when the run is done."""
+    from controller.deploy import Supervisor, load_deployment, write_systemd_units
+
+    dep = load_deployment(file)
+    if systemd_dir is not None:
+        for unit in write_systemd_units(dep, systemd_dir):
+            click.echo(str(unit))
+        return
+    Supervisor(dep, print_slots=print_slots, restart_agents=not no_restart).run()
+
+
+@click.command("agent")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--id", "agent_id", required=True, help="Agent id from the deployment file, e.g. irs0.")
+def agent_cmd(file: Path, agent_id: str) -> None:
+    """Run one agent daemon of a deployment (e.g. on the machine wired to its board)."""
+    from controller.daemon import run_daemon
+    from controller.deploy import load_deployment
+
+    summary = run_daemon(load_deployment(file).daemon_config(agent_id))
+    click.echo(json.dumps(summary, sort_keys=True))
+
+
+@click.command("twin-server")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--slots", type=int, default=None, help="Override deployment.slots.")
+def twin_server_cmd(file: Path, slots: int | None) -> None:
+    """Run the twin server (environment + slot clock, and the ZeroMQ hub) of a deployment."""
+    import dataclasses
+
+    from controller.deploy import load_deployment
+    from controller.twin_server import serve
+
+    cfg = load_deployment(file).server_config()
+    if slots is not None:
+        cfg = dataclasses.replace(cfg, slots=slots)
+    summary = serve(cfg)
+    click.echo(json.dumps(summary, sort_keys=True))
+
+
 def register(root: click.Group) -> None:
-    root.add_command(keys_cmd)
+    for command in (keys_cmd, deploy_cmd, agent_cmd, twin_server_cmd):
+        root.add_command(command)

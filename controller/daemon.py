@@ -1,0 +1,295 @@
+"""The agent daemon: one process per base station or surface.
+
+It loads its role's actor from a bundle, drives its surface through a driver URL, and per
+slot: receives its local observation (``obs/<agent>``), decides, latches the configuration
+on the board, and publishes the action with the configuration the board reports as applied
+(``act/<agent>``) plus its own local observation for peers (``share/<agent>``).
+
+What each agent may see of the others follows its paper (``PEER_VIEW``): in P1 the BS
+collects the surfaces' reported states (it subscribes to ``act/``); a surface sees only its
+own observation. An observation field the board itself reports (the energy buffer) is
+taken from the board, not from the twin.
+
+Robustness: undecodable or foreign messages are dropped and counted; an observation that
+arrives after its deadline is skipped (the server already moved on), and when several are
+queued only the newest is answered; heartbeats every ``heartbeat_s``; SIGTERM either holds
+the board's configuration or latches the safe pattern (``on_sigterm``); the transport
+reconnects by itself, and a restarted daemon says hello again and rejoins at the current slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from twin.errors import BundleError, DriverError, MessageError, TransportError
+from twin.surface_config import SurfaceConfig
+
+from controller import messages as m
+from controller.transports import BusConfig, Transport, connect
+
+# scenario -> agent id prefix -> bus prefixes that agent may read besides its own observation
+PEER_VIEW: dict[str, dict[str, tuple[str, ...]]] = {
+    "p1": {"bs": ("act/",), "irs": ()},   # P1: the BS collects the surfaces' states
+}
+
+
+@dataclass
+class DaemonConfig:
+    bus: BusConfig
+    agent: str
+    bundle: str
+    driver_url: str = ""                  # empty for an agent without a surface (the BS)
+    on_sigterm: str = "hold"              # "hold" the board's configuration or latch "safe"
+    heartbeat_s: float = 0.5
+    watchdog_s: float = 0.0               # >0 arms the board's host-loss watchdog
+    use_board_energy: bool = True         # observation's energy entry from the board's report
+    delay_s: float = 0.0                  # fault injection: answer this much later (tests, benches)
+
+    def __post_init__(self) -> None:
+        if self.on_sigterm not in ("hold", "safe"):
+            from twin.errors import ConfigError
+
+            raise ConfigError(f"on_sigterm: {self.on_sigterm!r} must be 'hold' or 'safe'")
+
+
+def _peer_prefixes(scenario: str, agent: str) -> tuple[str, ...]:
+    view = PEER_VIEW.get(scenario, {})
+    for prefix, topics in view.items():
+        if agent.startswith(prefix) and agent[len(prefix):].isdigit():
+            return topics
+    return ()
+
+
+class AgentDaemon:
+    def __init__(self, cfg: DaemonConfig) -> None:
+        from agents.bundle import load_bundle
+
+        self.cfg = cfg
+        self.agent = cfg.agent
+        self.bundle = load_bundle(cfg.bundle)
+        self.bundle.role_of(cfg.agent)          # BundleError unless the bundle serves this agent
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.counters: Counter[str] = Counter()
+        self.status = "ok"
+        self.last_slot = -1
+        self.peers: dict[str, Any] = {}          # what this agent has seen of its allowed peers
+        self.driver = None
+        self.safe_config: SurfaceConfig | None = None
+        self.energy_unit_j = float(self.bundle.scenario_config.get("energy_unit_j", 0.0) or 0.0)
+        self._board_energy = False
+        self.transport: Transport | None = None
+        self._stop = asyncio.Event()
+        self._welcomed = asyncio.Event()
+        self._signal: str | None = None
+        if cfg.driver_url:
+            self._open_driver()
+
+    # ---- the board ------------------------------------------------------------------------
+
+    def _open_driver(self) -> None:
+        import drivers
+
+        self.driver = drivers.open(self.cfg.driver_url)
+        info = self.driver.info()
+        self.safe_config = SurfaceConfig.safe(info.n_elements, bits=min(info.resolutions))
+        if self.cfg.watchdog_s > 0:
+            self.driver.watchdog(self.cfg.watchdog_s, self.safe_config)
+        if self.cfg.use_board_energy and self.energy_unit_j > 0:
+            try:
+                self._board_energy = self.driver.status().energy_j is not None
+            except DriverError:
+                self._board_energy = False
+
+    def _apply(self, action: dict[str, np.ndarray]) -> SurfaceConfig | None:
+        if self.driver is None:
+            return None
+        requested = SurfaceConfig(bits=int(np.asarray(action["bits"]).reshape(())),
+                                  phase_idx=np.asarray(action["phase_idx"]).astype(np.int64),
+                                  on=np.asarray(action["on"]).astype(bool))
+        try:
+            return self.driver.apply(requested, on_mismatch="return")
+        except DriverError as exc:
+            self.counters["apply_failed"] += 1
+            latched = getattr(exc, "latched", None)
+            return latched  # None: the board's state is unknown, the server holds the last report
+
+    def _safe(self) -> None:
+        if self.driver is not None and self.safe_config is not None:
+            try:
+                self.driver.apply(self.safe_config, on_mismatch="return")
+            except DriverError:
+                self.counters["apply_failed"] += 1
+        self.status = "safe"
+
+    # ---- bus ------------------------------------------------------------------------------
+
+    def _decode(self, payload: bytes) -> m.Message | None:
+        try:
+            return m.decode(payload)
+        except MessageError:
+            self.counters["malformed"] += 1
+            return None
+
+    async def _publish(self, topic: str, msg: m.Message) -> None:
+        assert self.transport is not None
+        try:
+            await self.transport.publish(topic, m.encode(msg))
+        except (TransportError, MessageError):
+            self.counters["publish_failed"] += 1
+
+    def _on_welcome(self, topic: str, payload: bytes) -> None:
+        msg = self._decode(payload)
+        if isinstance(msg, m.Welcome) and msg.agent == self.agent and msg.incarnation == self.incarnation:
+            self._welcomed.set()
+
+    def _on_control(self, topic: str, payload: bytes) -> None:
+        msg = self._decode(payload)
+        if not isinstance(msg, m.Control) or msg.target not in ("all", self.agent):
+            self.counters["unexpected"] += msg is not None
+            return
+        self.counters[f"ctl_{msg.command}"] += 1
+        if msg.command == "stop":
+            self._stop.set()
+        elif msg.command == "safe":
+            self._safe()
+        elif msg.command == "start":
+            self.status = "ok"
+        elif msg.command == "reload":
+            from agents.bundle import load_bundle
+
+            try:
+                bundle = load_bundle(msg.arg or self.cfg.bundle)
+                bundle.role_of(self.agent)
+                self.bundle = bundle
+            except BundleError:
+                self.counters["reload_failed"] += 1
+
+    def _on_peer(self, topic: str, payload: bytes) -> None:
+        msg = self._decode(payload)
+        if isinstance(msg, m.Action) and msg.agent != self.agent and topic == f"act/{msg.agent}":
+            self.peers[msg.agent] = msg.applied
+            self.counters["peer_msgs"] += 1
+
+    async def _hello(self) -> None:
+        role = self.bundle.role_of(self.agent)
+        hello = m.Hello(self.agent, role, os.getpid(), self.bundle.content_hash, self.incarnation)
+        while not self._welcomed.is_set() and not self._stop.is_set():
+            await self._publish(f"hello/{self.agent}", hello)
+            try:
+                await asyncio.wait_for(self._welcomed.wait(), 0.25)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _heartbeats(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            await self._publish(f"hb/{self.agent}", m.Heartbeat(self.agent, seq, time.time(), self.status, self.last_slot))
+            seq += 1
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.cfg.heartbeat_s)
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- the slot -------------------------------------------------------------------------
+
+    def _local_obs(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32)
+        if self._board_energy:
+            try:
+                energy_j = self.driver.status().energy_j
+                if energy_j is not None:
+                    obs = obs.copy()
+                    obs[-1] = np.float32(energy_j / self.energy_unit_j)  # P1 eq. 11: last entry is E_l
+            except DriverError:
+                self.counters["status_failed"] += 1
+        return obs
+
+    async def _answer(self, msg: m.Observation) -> None:
+        t0 = time.perf_counter()
+        obs = self._local_obs(msg.obs)
+        try:
+            action = self.bundle.decide(self.agent, obs)
+        except BundleError:
+            self.counters["bad_observation"] += 1
+            return
+        t1 = time.perf_counter()
+        if self.cfg.delay_s > 0:
+            await asyncio.sleep(self.cfg.delay_s)
+        applied = self._apply(action) if self.status != "safe" else self.safe_config
+        t2 = time.perf_counter()
+        timing = {"decide_s": t1 - t0, "apply_s": t2 - t1, "recv_lag_s": max(0.0, time.time() - msg.sent_at)}
+        await self._publish(f"act/{self.agent}", m.Action(msg.slot, self.agent, action, applied, timing))
+        await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
+        self.last_slot = msg.slot
+        self.counters["answered"] += 1
+
+    async def _serve(self, sub) -> None:
+        while not self._stop.is_set():
+            topic, payload = await sub.get()
+            # Several queued observations (we were slow): only the newest still matters.
+            while not sub.queue.empty():
+                item = sub.queue.get_nowait()
+                if item is None:
+                    return
+                self.counters["skipped_stale"] += 1
+                topic, payload = item
+            msg = self._decode(payload)
+            if not isinstance(msg, m.Observation) or msg.agent != self.agent:
+                self.counters["unexpected"] += msg is not None
+                continue
+            if time.time() > msg.deadline:
+                self.counters["late_observation"] += 1
+                continue
+            await self._answer(msg)
+
+    async def run(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, name)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (in-process tests)
+        self.transport = await connect(self.cfg.bus, self.agent)
+        tasks: list[asyncio.Task] = []
+        try:
+            obs_sub = await self.transport.subscribe(f"obs/{self.agent}")
+            await self.transport.subscribe(f"welcome/{self.agent}", callback=self._on_welcome)
+            await self.transport.subscribe("ctl/", callback=self._on_control)
+            for prefix in _peer_prefixes(self.bundle.scenario_name, self.agent):
+                await self.transport.subscribe(prefix, callback=self._on_peer)
+            await self._hello()
+            tasks = [asyncio.ensure_future(self._serve(obs_sub)), asyncio.ensure_future(self._heartbeats())]
+            stop = asyncio.ensure_future(self._stop.wait())
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    raise t.exception()
+        finally:
+            for t in tasks:
+                t.cancel()
+            if self._signal is not None and self.cfg.on_sigterm == "safe":
+                self._safe()
+            await self.transport.close()
+            if self.driver is not None:
+                self.driver.close()
+        return {"agent": self.agent, **self.counters, "transport": self.transport.stats.as_dict()}
+
+    def _on_signal(self, name: str) -> None:
+        self._signal = name
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_daemon(cfg: DaemonConfig) -> dict[str, Any]:
+    return asyncio.run(AgentDaemon(cfg).run())

@@ -1,0 +1,412 @@
+"""Deployment files (TOML) and the local supervisor behind ``ristwin deploy``.
+
+A deployment names the bus, the bundle, and every agent with its host and driver URL::
+
+    [deployment]
+    name = "lab"              # MQTT topics live under ristwin/<name>/
+    bundle = "runs/p1/bundle"
+    seed = 0
+    slots = 100               # 0 = run until stopped
+    deadline_ms = 50          # answer window per slot
+    period_ms = 0             # slot period; 0 = as fast as the agents answer
+    runlog = "runs/p1/deploy.jsonl"
+    on_sigterm = "hold"       # or "safe": what a stopped surface daemon leaves latched
+
+    [transport]               # every field of controller.transports.BusConfig
+    kind = "zmq"              # or "mqtt" (broker = true: `ristwin deploy` starts mosquitto)
+
+    [twin]
+    host = "127.0.0.1"        # where the twin server (and the ZeroMQ hub) runs
+
+    [[agent]]
+    id = "irs0"
+    host = "127.0.0.1"
+    driver = "socket://127.0.0.1:7701"
+    [agent.emulate]           # `ristwin deploy` starts `ristwin board emulate --tcp 7701 ...`
+    elements = 10
+    bits = "1,2,3"
+
+Relative paths are resolved against the file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin.errors import ConfigError
+
+from controller.daemon import DaemonConfig
+from controller.security import is_loopback
+from controller.transports import BusConfig
+from controller.twin_server import ServerConfig
+
+_PATH_FIELDS = ("curve_server_public", "curve_server_secret", "curve_client_secret", "curve_allowed_dir",
+                "password_file", "tls_ca")
+_EMULATE_KEYS = {"elements", "bits", "baud", "no_wire", "latch_us", "drop", "corrupt", "stuck", "slow_ms",
+                 "reboot_every", "watchdog_ms", "energy", "seed"}
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    id: str
+    host: str = "127.0.0.1"
+    driver: str = ""
+    emulate: dict[str, Any] = field(default_factory=dict)
+    watchdog_ms: float = 0.0
+    delay_ms: float = 0.0                 # fault injection (tests, benches)
+    curve_client_secret: str = ""         # per-agent key pair (overrides the transport's)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    path: Path
+    name: str
+    bundle: str
+    bus: BusConfig
+    agents: tuple[AgentSpec, ...]
+    seed: int = 0
+    slots: int = 100
+    deadline_s: float = 0.05
+    period_s: float = 0.0
+    runlog: str = ""
+    on_sigterm: str = "hold"
+    heartbeat_s: float = 0.5
+    twin_host: str = "127.0.0.1"
+    twin_overrides: dict[str, Any] = field(default_factory=dict)
+    broker: bool = False
+
+    def agent(self, agent_id: str) -> AgentSpec:
+        for a in self.agents:
+            if a.id == agent_id:
+                return a
+        raise ConfigError(f"--id: no agent {agent_id!r} in {self.path}; it lists {[a.id for a in self.agents]}")
+
+    def server_config(self) -> ServerConfig:
+        return ServerConfig(bus=self.bus, agents=tuple(a.id for a in self.agents), runlog=self.runlog,
+                            bundle=self.bundle, scenario_overrides=dict(self.twin_overrides), seed=self.seed,
+                            slots=self.slots, deadline_s=self.deadline_s, period_s=self.period_s)
+
+    def daemon_config(self, agent_id: str) -> DaemonConfig:
+        spec = self.agent(agent_id)
+        bus = self.bus
+        if spec.curve_client_secret:
+            bus = dataclasses.replace(bus, curve_client_secret=spec.curve_client_secret)
+        return DaemonConfig(bus=bus, agent=spec.id, bundle=self.bundle, driver_url=spec.driver,
+                            on_sigterm=self.on_sigterm, heartbeat_s=self.heartbeat_s,
+                            watchdog_s=spec.watchdog_ms / 1000.0, delay_s=spec.delay_ms / 1000.0)
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(allowed)}")
+
+
+def _resolve(base: Path, value: str) -> str:
+    if not value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def load_deployment(path: str | os.PathLike) -> Deployment:
+    """Parse and validate a deployment TOML file (ConfigError naming the key on any problem)."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    base = path.parent
+    _check_keys(raw, {"deployment", "transport", "twin", "agent"}, str(path))
+    dep = dict(raw.get("deployment", {}))
+    _check_keys(dep, {"name", "bundle", "seed", "slots", "deadline_ms", "period_ms", "runlog", "on_sigterm",
+                      "heartbeat_ms"}, "deployment")
+    if "bundle" not in dep:
+        raise ConfigError("deployment.bundle: missing; point it at a trained actor bundle (RUN/bundle)")
+    name = str(dep.get("name", path.stem))
+
+    tr = dict(raw.get("transport", {}))
+    bus_fields = {f.name for f in dataclasses.fields(BusConfig)}
+    _check_keys(tr, bus_fields | {"broker"} - {"deployment"}, "transport")
+    broker = bool(tr.pop("broker", False))
+    for key in _PATH_FIELDS:
+        if key in tr:
+            tr[key] = _resolve(base, str(tr[key]))
+    try:
+        bus = BusConfig(deployment=name, **tr)
+    except TypeError as exc:
+        raise ConfigError(f"transport: {exc}") from None
+
+    twin = dict(raw.get("twin", {}))
+    _check_keys(twin, {"host", "overrides"}, "twin")
+    twin_host = str(twin.get("host", bus.host))
+
+    agents_raw = raw.get("agent", [])
+    if not isinstance(agents_raw, list) or not agents_raw:
+        raise ConfigError("agent: list every agent as an [[agent]] table with at least an id")
+    agents = []
+    for i, a in enumerate(agents_raw):
+        _check_keys(a, {f.name for f in dataclasses.fields(AgentSpec)}, f"agent[{i}]")
+        if "id" not in a:
+            raise ConfigError(f"agent[{i}].id: missing")
+        emulate = dict(a.get("emulate", {}))
+        _check_keys(emulate, _EMULATE_KEYS, f"agent[{i}].emulate")
+        if emulate and not str(a.get("driver", "")).startswith("socket://"):
+            raise ConfigError(f"agent[{i}].driver: an emulated board is reached at socket://127.0.0.1:PORT")
+        spec = AgentSpec(**{**a, "emulate": emulate,
+                            "curve_client_secret": _resolve(base, a.get("curve_client_secret", ""))})
+        agents.append(spec)
+    ids = [a.id for a in agents]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"agent: duplicate ids in {ids}")
+
+    d = Deployment(
+        path=path, name=name, bundle=_resolve(base, str(dep["bundle"])), bus=bus, agents=tuple(agents),
+        seed=int(dep.get("seed", 0)), slots=int(dep.get("slots", 100)),
+        deadline_s=float(dep.get("deadline_ms", 50)) / 1000.0, period_s=float(dep.get("period_ms", 0)) / 1000.0,
+        runlog=_resolve(base, str(dep.get("runlog", f"{name}-run.jsonl"))),
+        on_sigterm=str(dep.get("on_sigterm", "hold")), heartbeat_s=float(dep.get("heartbeat_ms", 500)) / 1000.0,
+        twin_host=twin_host, twin_overrides=dict(twin.get("overrides", {})), broker=broker,
+    )
+    if d.deadline_s <= 0:
+        raise ConfigError("deployment.deadline_ms: must be positive")
+    if d.on_sigterm not in ("hold", "safe"):
+        raise ConfigError(f"deployment.on_sigterm: {d.on_sigterm!r} must be 'hold' or 'safe'")
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands of the processes a deployment consists of
+
+
+def ristwin_argv() -> list[str]:
+    return [sys.executable, "-m", "controller"]
+
+
+def _emulator_argv(spec: AgentSpec) -> list[str]:
+    port = spec.driver.rsplit(":", 1)[-1].split("?")[0]
+    argv = ristwin_argv() + ["board", "emulate", "--tcp", port]
+    for key, value in spec.emulate.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _is_local(host: str) -> bool:
+    return is_loopback(host) or host in (socket.gethostname(), socket.getfqdn())
+
+
+def process_plan(dep: Deployment, broker_conf: str = "") -> list[tuple[str, list[str]]]:
+    """(name, argv) of every process `ristwin deploy` starts on this host, in start order."""
+    plan: list[tuple[str, list[str]]] = []
+    if dep.bus.kind == "mqtt" and dep.broker:
+        plan.append(("broker", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", broker_conf]))
+    for a in dep.agents:
+        if a.emulate and _is_local(a.host):
+            plan.append((f"board-{a.id}", _emulator_argv(a)))
+    if _is_local(dep.twin_host):
+        plan.append(("twin", ristwin_argv() + ["twin-server", str(dep.path)]))
+    for a in dep.agents:
+        if _is_local(a.host):
+            plan.append((a.id, ristwin_argv() + ["agent", str(dep.path), "--id", a.id]))
+    return plan
+
+
+def broker_config_text(dep: Deployment) -> str:
+    lines = [f"listener {dep.bus.mqtt_port} {dep.bus.host}", "set_tcp_nodelay true", "persistence false"]
+    lines.append("allow_anonymous true" if not dep.bus.username else "allow_anonymous false")
+    if os.geteuid() == 0:
+        lines.append("user root")
+    return "\n".join(lines) + "\n"
+
+
+def write_systemd_units(dep: Deployment, out_dir: str | os.PathLike) -> list[Path]:
+    """One unit per process of this host's part of the deployment (broker: use the system's)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, argv in process_plan(dep):
+        if name == "broker":
+            continue
+        unit = out / f"ristwin-{dep.name}-{name}.service"
+        agent = name not in ("twin",) and not name.startswith("board-")
+        after = [f"ristwin-{dep.name}-twin.service"] if agent else []
+        if agent and dep.agent(name).emulate:
+            after.append(f"ristwin-{dep.name}-board-{name}.service")
+        text = "\n".join([
+            "[Unit]",
+            f"Description=ristwin {dep.name}: {name}",
+            "After=network-online.target " + " ".join(after),
+            "",
+            "[Service]",
+            f"WorkingDirectory={dep.path.parent}",
+            "Environment=PYTHONUNBUFFERED=1",
+            "ExecStart=" + " ".join(shlex.quote(x) for x in argv),
+            f"Restart={'always' if agent or name.startswith('board-') else 'on-failure'}",
+            "RestartSec=1",
+            "KillSignal=SIGTERM",
+            "TimeoutStopSec=5",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ])
+        unit.write_text(text)
+        written.append(unit)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervisor
+
+
+class Supervisor:
+    """Start this host's processes, restart crashed agents, show a live status line."""
+
+    def __init__(self, dep: Deployment, print_slots: bool = False, restart_agents: bool = True) -> None:
+        self.dep = dep
+        self.print_slots = print_slots
+        self.restart_agents = restart_agents
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.argv: dict[str, list[str]] = {}
+        self.restarts: dict[str, int] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="ristwin-deploy-")
+        self.logdir = Path(self._tmp.name)
+
+    def _spawn(self, name: str) -> None:
+        log = open(self.logdir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(self.argv[name], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def _wait_port(self, name: str, port: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise ConfigError(f"{name}: exited at start; its log says: {self.tail(name)}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise ConfigError(f"{name}: did not listen on port {port} within {timeout:.0f} s")
+
+    def tail(self, name: str, n: int = 400) -> str:
+        try:
+            return (self.logdir / f"{name}.log").read_text(errors="replace")[-n:].strip().replace("\n", " | ")
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        broker_conf = self.logdir / "mosquitto.conf"
+        broker_conf.write_text(broker_config_text(self.dep))
+        if os.path.exists(self.dep.runlog):
+            os.replace(self.dep.runlog, self.dep.runlog + ".prev")
+        for name, argv in process_plan(self.dep, str(broker_conf)):
+            self.argv[name] = argv
+            self.restarts[name] = 0
+            self._spawn(name)
+            if name == "broker":
+                self._wait_port(name, self.dep.bus.mqtt_port)
+            elif name.startswith("board-"):
+                spec = self.dep.agent(name[len("board-"):])
+                self._wait_port(name, int(spec.driver.rsplit(":", 1)[-1].split("?")[0]))
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            p = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._tmp.cleanup()
+
+    def run(self) -> int:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        from controller.runlog import iter_runlog
+
+        console = Console(stderr=False)
+        self.start()
+        seen = 0
+        last: dict[str, Any] = {}
+        rc = 0
+        try:
+            with Live(console=console, refresh_per_second=8, transient=True) as live:
+                while True:
+                    twin = self.procs.get("twin")
+                    twin_running = twin is None or twin.poll() is None
+                    for name, p in list(self.procs.items()):
+                        # A crashed agent or board comes back; the others never wait for it.
+                        if (p.poll() is not None and name not in ("twin", "broker") and self.restart_agents
+                                and twin_running):
+                            self.restarts[name] += 1
+                            self._spawn(name)
+                    if os.path.exists(self.dep.runlog):
+                        records = list(iter_runlog(self.dep.runlog, "slot"))
+                        for rec in records[seen:]:
+                            last = rec
+                            if self.print_slots:
+                                live.console.print(Text(self._slot_line(rec)), soft_wrap=True)
+                        seen = len(records)
+                    live.update(Text(self._status(seen, last)))
+                    if twin is not None and twin.poll() is not None:
+                        rc = twin.returncode
+                        break
+                    time.sleep(0.1)
+        except KeyboardInterrupt:
+            rc = 130
+        finally:
+            twin_tail = self.tail("twin") if rc not in (0, 130) else ""
+            self.stop()
+        if rc not in (0, 130):
+            raise ConfigError(f"twin server exited with {rc}: {twin_tail}")
+        console.print(Text(self._status(seen, last, final=True)), soft_wrap=True)
+        return rc
+
+    def _slot_line(self, rec: dict[str, Any]) -> str:
+        metrics = rec.get("metrics", {})
+        missed = ",".join(rec.get("missed", [])) or "-"
+        lat = rec.get("latency_s")
+        lat_txt = f"{1e3 * lat:6.2f} ms" if lat is not None else "  (miss)"
+        return (f"slot {rec['slot']:4d}  sum rate {metrics.get('sum_rate', float('nan')):7.3f} bit/s/Hz  "
+                f"reward {rec.get('reward', float('nan')):7.3f}  {lat_txt}  missed {missed}")
+
+    def _status(self, seen: int, last: dict[str, Any], final: bool = False) -> str:
+        up = sum(1 for n, p in self.procs.items() if p.poll() is None and n not in ("twin", "broker")
+                 and not n.startswith("board-"))
+        n_agents = sum(1 for a in self.dep.agents if _is_local(a.host))
+        total = f"/{self.dep.slots}" if self.dep.slots else ""
+        rate = last.get("metrics", {}).get("sum_rate")
+        rate_txt = f"{rate:.3f}" if rate is not None else "-"
+        restarts = sum(self.restarts.values())
+        head = "done" if final else "running"
+        text = (f"{head} {self.dep.name}: slot {seen}{total}  sum rate {rate_txt} bit/s/Hz  "
+                f"agents up {n_agents if final else up}/{n_agents}  restarts {restarts}  {self.dep.bus.kind}")
+        return text + (f"\nrun log: {self.dep.runlog}" if final else "")

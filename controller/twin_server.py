@@ -1,0 +1,353 @@
+"""The twin server: the environment process and the slot clock (hardware in the loop).
+
+Per slot t:
+1. publish each agent's local observation on ``obs/<agent>`` with a wall-clock deadline;
+2. collect ``act/<agent>`` answers for slot t until every agent answered or the deadline
+   passed; answers for older slots are late and only counted;
+3. step the twin with what the boards *report as applied* (a surface agent's ``applied``
+   configuration, not its request). A missing / late / invalid agent never stalls the slot:
+   its surface holds the last applied configuration (or the safe pattern if it announced
+   safe mode or never applied anything), the BS holds its last beamformers, and the miss is
+   counted;
+4. append the slot (actions, applied configurations, misses, metrics) to the run log.
+
+Before slot 0 every expected agent must have said hello (and got a welcome): a hello is sent
+only after the daemon's subscriptions are live, so no agent can miss the first observation.
+A daemon that restarts mid-run says hello again and is welcomed back at the current slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from twin.errors import ActionError, ConfigError, MessageError, TransportError
+from twin.surface_config import SurfaceConfig
+
+from controller import messages as m
+from controller.runlog import RunLog
+from controller.transports import BusConfig, Transport, connect
+
+
+@dataclass
+class ServerConfig:
+    bus: BusConfig
+    agents: tuple[str, ...]               # agent ids expected on the bus
+    runlog: str
+    bundle: str = ""                      # the scenario (and its config) come from the bundle
+    scenario: str = "p1"
+    scenario_overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    slots: int = 100                      # 0 = run until stopped
+    deadline_s: float = 0.05              # answer window after the observations go out
+    period_s: float = 0.0                 # slot period; 0 = next slot as soon as this one closes
+    host_hub: bool = True                 # ZeroMQ: this process hosts the hub
+    join_timeout_s: float = 60.0
+    stop_agents: bool = False             # send ctl stop to every agent at the end
+
+
+def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
+    """(environment with B = 1, its first observations after reset(seed), bundle hash or '')."""
+    from agents import registry
+    from twin.envs import ENVS
+
+    scenario, scenario_cfg, bundle_hash = cfg.scenario, None, ""
+    if cfg.bundle:
+        from agents.bundle import load_bundle
+
+        bundle = load_bundle(cfg.bundle)
+        scenario, bundle_hash = bundle.scenario_name, bundle.content_hash
+        saved = dict(bundle.scenario_config)
+        saved.update(cfg.scenario_overrides)
+        scenario_cfg = registry.rebuild_scenario(scenario, saved)
+    elif cfg.scenario_overrides:
+        from twin.scenarios import get_scenario
+
+        scenario_cfg = get_scenario(scenario, **cfg.scenario_overrides)
+    if scenario not in ENVS:
+        raise ConfigError(f"twin.scenario: no runtime environment for {scenario!r}; choose one of {list(ENVS)}")
+    env = ENVS[scenario](num_envs=1, cfg=scenario_cfg, seed=cfg.seed)
+    missing = sorted(set(env.agent_ids) - set(cfg.agents))
+    extra = sorted(set(cfg.agents) - set(env.agent_ids))
+    if missing or extra:
+        raise ConfigError(
+            f"agent: the deployment must list exactly the scenario's agents {list(env.agent_ids)}"
+            + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else "")
+        )
+    obs = env.reset(seed=cfg.seed)
+    return env, obs, bundle_hash
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+class TwinServer:
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.env, self.first_obs, self.bundle_hash = build_env(cfg)
+        self.surface_ids = tuple(a for a in self.env.agent_ids if a != "bs0")
+        self.slot = 0
+        self.joined: dict[str, str] = {}          # agent -> incarnation
+        self.rejoins = Counter()
+        self.missed = Counter()
+        self.late = Counter()
+        self.invalid = Counter()
+        self.counters = Counter()                 # malformed, unexpected, spoofed
+        self.status: dict[str, str] = {}
+        self.last_seen: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.slot_walls: list[float] = []
+        self.last_action: dict[str, Any] = {}
+        self.last_applied: dict[str, SurfaceConfig] = {}
+        self.transport: Transport | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self.hub = None
+
+    # ---- bus callbacks --------------------------------------------------------------------
+
+    def _decode(self, payload: bytes) -> m.Message | None:
+        try:
+            return m.decode(payload)
+        except MessageError:
+            self.counters["malformed"] += 1
+            return None
+
+    def _on_hello(self, topic: str, payload: bytes) -> None:
+        msg = self._decode(payload)
+        if not isinstance(msg, m.Hello) or topic != f"hello/{msg.agent}" or msg.agent not in self.cfg.agents:
+            self.counters["unexpected"] += msg is not None
+            return
+        previous = self.joined.get(msg.agent)
+        if previous is not None and previous != msg.incarnation:
+            self.rejoins[msg.agent] += 1
+        self.joined[msg.agent] = msg.incarnation
+        self.last_seen[msg.agent] = time.time()
+        self.status[msg.agent] = "ok"
+        welcome = m.encode(m.Welcome(msg.agent, msg.incarnation, self.slot))
+        task = asyncio.ensure_future(self._publish(f"welcome/{msg.agent}", welcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_heartbeat(self, topic: str, payload: bytes) -> None:
+        msg = self._decode(payload)
+        if not isinstance(msg, m.Heartbeat) or topic != f"hb/{msg.agent}" or msg.agent not in self.cfg.agents:
+            self.counters["unexpected"] += msg is not None
+            return
+        self.last_seen[msg.agent] = time.time()
+        self.status[msg.agent] = msg.status
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        assert self.transport is not None
+        try:
+            await self.transport.publish(topic, payload)
+        except TransportError:
+            self.counters["publish_failed"] += 1
+
+    # ---- the slot -------------------------------------------------------------------------
+
+    def _fallback(self, agent: str) -> tuple[Any, str]:
+        """What a silent agent's device does this slot: (env action, 'hold' | 'safe')."""
+        if agent == "bs0":
+            if "bs0" in self.last_action:
+                return self.last_action["bs0"], "hold"
+            V = torch.zeros((1,) + self.env.action_spaces["bs0"]["V"].shape, dtype=torch.float32)
+            return {"V": V}, "safe"
+        if self.status.get(agent) == "safe" or agent not in self.last_applied:
+            cfg = SurfaceConfig.safe(self.env.N, bits=self.env.bit_choices[0])
+            return self.env.irs_action_from_configs([cfg]), "safe"
+        return self.env.irs_action_from_configs([self.last_applied[agent]]), "hold"
+
+    def _env_action(self, msg: m.Action) -> Any:
+        if msg.agent == "bs0":
+            if set(msg.action) != {"V"}:
+                raise ActionError(f"bs0: action keys {sorted(msg.action)} != ['V']")
+            return {"V": torch.from_numpy(np.asarray(msg.action["V"], dtype=np.float32)).unsqueeze(0)}
+        if msg.applied is None:
+            raise ActionError(f"{msg.agent}: no applied configuration reported")
+        return self.env.irs_action_from_configs([msg.applied])   # hardware in the loop
+
+    async def _collect(self, sub, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
+        pending = set(self.cfg.agents)
+        got: dict[str, m.Action] = {}
+        all_in_at = None
+        while pending:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                break
+            try:
+                topic, payload = await sub.get(remaining)
+            except asyncio.TimeoutError:
+                break
+            msg = self._decode(payload)
+            if msg is None:
+                continue
+            if not isinstance(msg, m.Action) or msg.agent not in self.cfg.agents:
+                self.counters["unexpected"] += 1
+                continue
+            if topic != f"act/{msg.agent}":
+                self.counters["spoofed"] += 1
+                continue
+            if msg.slot != slot:
+                self.late[msg.agent] += 1
+                continue
+            if msg.agent in got:
+                self.counters["duplicate"] += 1
+                continue
+            got[msg.agent] = msg
+            pending.discard(msg.agent)
+            if not pending:
+                all_in_at = time.time()
+        return got, all_in_at
+
+    async def _run_slot(self, act_sub, obs: dict[str, torch.Tensor], log: RunLog) -> dict[str, torch.Tensor]:
+        slot = self.slot
+        t0 = time.time()
+        deadline = t0 + self.cfg.deadline_s
+        for agent in self.cfg.agents:
+            body = m.encode(m.Observation(slot, agent, obs[agent][0].numpy(), deadline, t0))
+            await self._publish(f"obs/{agent}", body)
+        got, all_in_at = await self._collect(act_sub, slot, deadline)
+
+        actions: dict[str, Any] = {}
+        entries: dict[str, dict[str, Any]] = {}
+        for agent in self.env.agent_ids:
+            msg = got.get(agent)
+            entry: dict[str, Any] = {"answered": msg is not None}
+            action = None
+            if msg is not None:
+                try:
+                    action = self._env_action(msg)
+                    self._check_one(agent, action)
+                except ActionError as exc:
+                    self.invalid[agent] += 1
+                    entry["invalid"] = str(exc)
+                    action = None
+            if action is None:
+                self.missed[agent] += 1
+                action, entry["fallback"] = self._fallback(agent)
+            else:
+                entry["timing"] = msg.timing
+                self.last_action[agent] = action
+                if msg.applied is not None:
+                    self.last_applied[agent] = msg.applied
+            actions[agent] = action
+            if agent == "bs0":
+                entry["action"] = {"V": action["V"][0]}
+            else:
+                entry["action"] = {} if msg is None else dict(msg.action)
+                entry["applied"] = {k: v[0] for k, v in action.items()}
+            entries[agent] = entry
+
+        result = self.env.step(actions)
+        t_done = time.time()
+        if all_in_at is not None:
+            self.latencies.append(all_in_at - t0)
+        self.slot_walls.append(t_done - t0)
+        info = result.info
+        record = {
+            "type": "slot", "slot": slot, "t": t0,
+            "latency_s": None if all_in_at is None else all_in_at - t0,
+            "missed": sorted(a for a, e in entries.items() if "fallback" in e),
+            "reward": float(result.rewards[self.env.agent_ids[0]][0]),
+            "metrics": {k: v[0] for k, v in info.items() if isinstance(v, torch.Tensor) and not v.is_complex()},
+            "agents": entries,
+        }
+        log.append(record)
+        self.last_record = record
+        self.slot += 1
+        if bool((result.truncated | result.terminated).all()):
+            return self.env.reset()      # the next episode continues the seeded generator stream
+        return result.obs
+
+    def _check_one(self, agent: str, action: Any) -> None:
+        """Validate one agent's action against the env's checks, others held at known-good values."""
+        trial = {a: (action if a == agent else self._fallback(a)[0]) for a in self.env.agent_ids}
+        self.env.decode_actions(trial)
+
+    # ---- main -----------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.bus.kind == "zmq" and cfg.host_hub:
+            from controller.transports.zmq_bus import ZmqHub
+
+            self.hub = ZmqHub(cfg.bus).start()
+        try:
+            self.transport = await connect(cfg.bus, "twin")
+            act_sub = await self.transport.subscribe("act/")
+            await self.transport.subscribe("hello/", callback=self._on_hello)
+            await self.transport.subscribe("hb/", callback=self._on_heartbeat)
+            await self._wait_for_agents()
+            obs = self.first_obs
+            with RunLog(cfg.runlog) as log:
+                log.append({"type": "start", "t": time.time(), "deployment": cfg.bus.deployment,
+                            "transport": cfg.bus.kind, "bundle_hash": self.bundle_hash, "seed": cfg.seed,
+                            "agents": list(cfg.agents), "deadline_s": cfg.deadline_s, "pid": os.getpid()})
+                next_start = time.monotonic()
+                while not self._stop.is_set() and (cfg.slots == 0 or self.slot < cfg.slots):
+                    obs = await self._run_slot(act_sub, obs, log)
+                    if cfg.period_s > 0:
+                        next_start += cfg.period_s
+                        await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+                summary = self.summary()
+                log.append({"type": "stop", "t": time.time(), **summary})
+            if cfg.stop_agents:
+                await self._publish("ctl/all", m.encode(m.Control("stop")))
+            return summary
+        finally:
+            if self.transport is not None:
+                await asyncio.sleep(0.05)   # let the last publishes leave
+                await self.transport.close()
+            if self.hub is not None:
+                self.hub.close()
+
+    async def _wait_for_agents(self) -> None:
+        deadline = time.monotonic() + self.cfg.join_timeout_s
+        while set(self.joined) != set(self.cfg.agents):
+            if time.monotonic() > deadline or self._stop.is_set():
+                missing = sorted(set(self.cfg.agents) - set(self.joined))
+                raise TransportError(
+                    f"agents: {missing} did not say hello within {self.cfg.join_timeout_s:.0f} s; "
+                    f"are their daemons running and pointed at the same {self.cfg.bus.kind} bus?"
+                )
+            await asyncio.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self) -> dict[str, Any]:
+        t = self.transport.stats.as_dict() if self.transport else {}
+        return {
+            "slots": self.slot,
+            "missed": dict(self.missed), "late": dict(self.late), "invalid": dict(self.invalid),
+            "rejoins": dict(self.rejoins), "dropped": dict(self.counters),
+            "latency_p50_ms": 1e3 * percentile(self.latencies, 50),
+            "latency_p99_ms": 1e3 * percentile(self.latencies, 99),
+            "full_slots": len(self.latencies),
+            "slots_per_s": len(self.slot_walls) / sum(self.slot_walls) if self.slot_walls and self.cfg.period_s == 0 else None,
+            "transport": t,
+        }
+
+
+def serve(cfg: ServerConfig) -> dict[str, Any]:
+    """Run a server until its slots are done or SIGTERM / SIGINT; return the summary."""
+    import signal
+
+    async def main() -> dict[str, Any]:
+        server = TwinServer(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        return await server.run()
+
+    return asyncio.run(main())
