@@ -46,3 +46,10 @@ def rate_bps_hz(sinr_values: torch.Tensor) -> torch.Tensor:
 def tx_power_w(V: torch.Tensor) -> torch.Tensor:
     """Per-stream transmit power ||v_k||^2, shape (B, K) (project reading of P1 eq. 10a)."""
     return V.abs().square().sum(-2)
+
+
+def energy_efficiency(sum_rate: torch.Tensor, tx_power_w: torch.Tensor, surface_power_w: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """EE = R / (P_tx + P_surfaces), shape (B,): bit/J for R in bit/s, (bit/s/Hz)/W for R in bit/s/Hz
+    (P3 eq. 11; P1's P_IRS of eq. 8 plugs in as ``surface_power_w``)."""
+    total = tx_power_w + surface_power_w
+    return sum_rate / total

@@ -169,3 +169,18 @@ def test_batch_of_one_equals_batch_member_and_bad_region():
     torch.testing.assert_close(one[0], full[b], rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="user_region"):
         star.effective_channel(G_BS, G_SS, h_SU, h_BU, R, T, region + V + 1)
+
+
+def test_signal_energy_efficiency_matches_star_ee():
+    from twin.signal import energy_efficiency
+
+    g = torch.Generator().manual_seed(8)
+    B, V, N, M, K = 2, 2, 4, 3, 2
+    G_BS, G_SS, h_SU, h_BU = _channels(g, B, V, N, M, K)
+    beta_R, theta_R, t_sign, on = _es_state(g, B, V, N)
+    R, T = star.es_coefficients(beta_R, theta_R, t_sign, on)
+    W = star.normalize_precoder(torch.randn(B, M, K, generator=g, dtype=torch.complex128), 2.0)
+    out = star.evaluate(G_BS, G_SS, h_SU, h_BU, R, T, on, W, torch.tensor([[0, 2]] * B), 1e-2, 1e6, 0.05)
+    surface_w = 0.05 * on.sum((1, 2)).double()
+    tx_w = W.abs().square().sum((-2, -1))
+    torch.testing.assert_close(energy_efficiency(out["sum_rate_bps"], tx_w, surface_w), out["ee_bit_per_j"])
