@@ -121,3 +121,19 @@ def test_bad_indices():
         mc.effective_channel(H_BI, h_IU, h_BU, phi, owner, torch.tensor([[0, 1]]), torch.tensor([[0, 3]]))
     with pytest.raises(ActionError, match="user_cell"):
         mc.effective_channel(H_BI, h_IU, h_BU, phi, owner, torch.tensor([[0, 2]]), torch.tensor([[0, 0]]))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_single_env_equals_env_inside_batch_of_1024(dtype):
+    g = torch.Generator().manual_seed(5)
+    B, n_bs, L, N_l, N_b, K = 1024, 2, 3, 4, 2, 5
+    H_BI, h_IU, h_BU, phi, W = _scene(g, B, n_bs, L, N_l, N_b, K, dtype)
+    user_cell = torch.randint(0, n_bs, (B, K), generator=g)
+    user_irs = torch.randint(-1, L, (B, K), generator=g)
+    claims = torch.rand(B, n_bs, L, generator=g) < 0.5
+    args = (H_BI, h_IU, h_BU, phi, claims, user_cell, user_irs, W)
+    full = mc.evaluate(*args, 0.1)
+    for i in (0, 1, 511, 1023):
+        one = mc.evaluate(*(a[i : i + 1] for a in args), 0.1)
+        for key in one:
+            assert torch.equal(one[key], full[key][i : i + 1]), (i, key)

@@ -184,3 +184,21 @@ def test_signal_energy_efficiency_matches_star_ee():
     surface_w = 0.05 * on.sum((1, 2)).double()
     tx_w = W.abs().square().sum((-2, -1))
     torch.testing.assert_close(energy_efficiency(out["sum_rate_bps"], tx_w, surface_w), out["ee_bit_per_j"])
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_single_env_equals_env_inside_batch_of_1024(dtype):
+    g = torch.Generator().manual_seed(9)
+    B, V, N, M, K = 1024, 2, 4, 3, 3
+    G_BS, G_SS, h_SU, h_BU = _channels(g, B, V, N, M, K, dtype)
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    beta_R, theta_R, t_sign, on = _es_state(g, B, V, N)
+    R, T = star.es_coefficients(beta_R.to(real), theta_R.to(real), t_sign, on)
+    W = torch.randn(B, M, K, generator=g, dtype=dtype)
+    region = torch.randint(0, V + 1, (B, K), generator=g)
+    args = (G_BS, G_SS, h_SU, h_BU, R, T, on, W, region)
+    full = star.evaluate(*args, 1e-2, 1e8, 0.05)
+    for i in (0, 1, 511, 1023):
+        one = star.evaluate(*(a[i : i + 1] for a in args), 1e-2, 1e8, 0.05)
+        for key in one:
+            assert torch.equal(one[key], full[key][i : i + 1]), (i, key)

@@ -175,3 +175,18 @@ def test_complex64_path_matches_complex128():
     )
     assert r64.dtype == torch.float32
     torch.testing.assert_close(r64.double(), r128, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_single_env_equals_env_inside_batch_of_1024(dtype):
+    scn = get_scenario("p4")
+    g = torch.Generator().manual_seed(7)
+    scene = sample_p4(scn, 1024, g, dtype)
+    real = scene.beta_G.dtype
+    stats = (scene.G_bar, scene.beta_G, scene.kappa_G, scene.h_bar, scene.beta_h, scene.kappa_h)
+    phi = torch.polar(torch.ones(1024, scn.n_ris, scn.n_elements, dtype=real), torch.rand(1024, scn.n_ris, scn.n_elements, generator=g, dtype=real) * 6.3)
+    W = torch.randn(1024, scn.n_bs_antennas, scn.n_users, generator=g, dtype=dtype)
+    full = st.ergodic_rate_approx(*stats, phi, W, scn.noise_w)
+    for i in (0, 1, 511, 1023):
+        one = st.ergodic_rate_approx(*(a[i : i + 1] for a in stats), phi[i : i + 1], W[i : i + 1], scn.noise_w)
+        assert torch.equal(one, full[i : i + 1]), i
