@@ -13,11 +13,12 @@ import torch
 
 from twin.envs.base import BatchedEnv
 from twin.envs.p1 import P1Env
+from twin.envs.p2 import P2Env
 from twin.envs.p3 import P3Env
 from twin.envs.p4 import P4Env
 from twin.errors import ConfigError
 
-ENVS: dict[str, type[BatchedEnv]] = {"p1": P1Env, "p3": P3Env, "p4": P4Env}
+ENVS: dict[str, type[BatchedEnv]] = {"p1": P1Env, "p2": P2Env, "p3": P3Env, "p4": P4Env}
 
 
 def make_env(name: str, num_envs: int = 1, overrides: Mapping[str, Any] | None = None,
