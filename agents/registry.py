@@ -13,12 +13,19 @@ import json
 from typing import Any, Iterable, Mapping
 
 from agents.base import Algorithm
+from agents.il import ILConfig, IndependentLearners
+from agents.maddpg import MADDPG, MADDPGConfig
+from agents.maq import MAQPG, MAQWP, MAQPGConfig, MAQWPConfig
 from twin.envs.base import BatchedEnv
 from twin.errors import ConfigError
 
 # name -> (Algorithm subclass, its config dataclass). One line per algorithm, e.g.
 #   "maq-wp": (MAQWP, MAQConfig),   with `from agents.maq import MAQWP, MAQConfig` above.
 ALGORITHMS: dict[str, tuple[type[Algorithm], type]] = {
+    "maq-wp": (MAQWP, MAQWPConfig),
+    "maq-pg": (MAQPG, MAQPGConfig),
+    "maddpg": (MADDPG, MADDPGConfig),
+    "il": (IndependentLearners, ILConfig),
 }
 
 # scenario -> "module:EnvClass" (imported on first use), or (EnvClass, ConfigDataclass) for a
