@@ -22,14 +22,26 @@ def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor
     Returns G with shape (B, K, M) such that the received amplitude of stream j at user k
     is (G @ V)[k, j].
     """
-    # conj(h_RU) * phi: (B, L, K, N); contract over surfaces and elements with H_BR.
-    cascaded = torch.einsum("blkn,blnm->bkm", h_RU.conj() * phi.unsqueeze(-2), H_BR)
+    # diag(phi_l) H_BR[l] first (N*M products), then one batched matmul over the flattened
+    # (surface, element) axis: conj(h_RU) (.., K, L*N) @ (.., L*N, M). Measured ~2x faster
+    # than the equivalent einsum on CPU (bench/twin_throughput.py). Any leading batch shape.
+    L, N, M = H_BR.shape[-3:]
+    K = h_RU.shape[-2]
+    lead = torch.broadcast_shapes(H_BR.shape[:-3], h_RU.shape[:-3], phi.shape[:-2])
+    reflected = (phi.unsqueeze(-1) * H_BR).expand(*lead, L, N, M).reshape(-1, L * N, M)
+    rows = h_RU.conj().expand(*lead, L, K, N).transpose(-3, -2).reshape(-1, K, L * N)
+    cascaded = torch.bmm(rows, reflected).reshape(*lead, K, M)
     return cascaded + h_BU.conj()
+
+
+def _abs2(z: torch.Tensor) -> torch.Tensor:
+    """|z|^2 as re^2 + im^2: no square root, several times faster than abs().square() on CPU."""
+    return z.real.square() + z.imag.square() if z.is_complex() else z.square()
 
 
 def sinr(G: torch.Tensor, V: torch.Tensor, noise_w: torch.Tensor | float) -> torch.Tensor:
     """gamma_k = |g_k^H v_k|^2 / (sum_{j != k} |g_k^H v_j|^2 + sigma^2) (P1 eq. 4). Shape (B, K)."""
-    gain = (G @ V).abs().square()  # (B, K, K): user k, stream j
+    gain = _abs2(G @ V)  # (B, K, K): user k, stream j
     signal = torch.diagonal(gain, dim1=-2, dim2=-1)
     interference = gain.sum(-1) - signal
     noise = torch.as_tensor(noise_w, dtype=signal.dtype, device=signal.device)
@@ -45,7 +57,7 @@ def rate_bps_hz(sinr_values: torch.Tensor) -> torch.Tensor:
 
 def tx_power_w(V: torch.Tensor) -> torch.Tensor:
     """Per-stream transmit power ||v_k||^2, shape (B, K) (project reading of P1 eq. 10a)."""
-    return V.abs().square().sum(-2)
+    return _abs2(V).sum(-2)
 
 
 def energy_efficiency(sum_rate: torch.Tensor, tx_power_w: torch.Tensor, surface_power_w: torch.Tensor | float = 0.0) -> torch.Tensor:
