@@ -77,7 +77,7 @@ class P1Scenario:
     pl_exp_bs_user: float = _f(3.5, NONNEG)
     # open in the paper: extra attenuation of the direct link (blockage), project choice 0 dB.
     # Note: under the project reading of eq. 35 (-30 dB at 1 m on EACH hop) the reflected
-    # paths of the default geometry are ~30 dB below the direct link for the median user;
+    # paths of the default geometry are ~33 dB below the direct link for the median user;
     # raise this to study blocked direct links (docs/SCENARIOS.md).
     direct_blockage_db: float = _f(0.0, NONNEG)
     # open in the paper: project choice because half-wavelength spacing is the standard ULA.
