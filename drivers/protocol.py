@@ -364,16 +364,18 @@ class ConfigChunk:
 
 
 def chunk_image(
-    config: SurfaceConfig, txn: int, max_payload: int = MAX_PAYLOAD, prefix: bytes = b""
+    config: SurfaceConfig, txn: int, max_payload: int = MAX_PAYLOAD, prefix: bytes = b"",
+    image: bytes | None = None,
 ) -> tuple[list[bytes], int]:
     """Split a configuration into SET_CONFIG (or, with a slot prefix, CODEBOOK_STORE) payloads.
 
     Returns (payloads, flags). When every element is ON the mask is omitted (MASK_ALL_ON).
+    ``image`` may pass ``pack_image(config)`` when the caller already has it.
     """
     all_on = bool(config.on.all())
-    data = pack_phases(config.phase_idx, config.bits)
-    if not all_on:
-        data += pack_mask(config.on)
+    if image is None:
+        image = pack_image(config)
+    data = image[: phase_bytes(config.n_elements, config.bits)] if all_on else image
     if len(data) > MAX_IMAGE:
         raise ValueError(f"image of {len(data)} bytes exceeds MAX_IMAGE={MAX_IMAGE}")
     room = min(max_payload, MAX_PAYLOAD) - ConfigChunk.HEADER_SIZE - len(prefix)

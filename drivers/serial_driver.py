@@ -16,8 +16,10 @@ latched something else, always surfaces as an exception that carries what the bo
 
 from __future__ import annotations
 
+import binascii
 import collections
 import os
+import select
 import socket
 import time
 
@@ -74,6 +76,8 @@ class SerialDriver(SurfaceDriver):
         self.url = url or port_url
         self.connected = False
         self._port: serial.SerialBase | None = None
+        self._fd: int | None = None
+        self._sock: socket.socket | None = None
         self._decoder = p.StreamDecoder()
         self._backlog: collections.deque = collections.deque()
         self._seq = int.from_bytes(os.urandom(2), "little")  # fresh start: no clash with a stale cache
@@ -126,13 +130,17 @@ class SerialDriver(SurfaceDriver):
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"port: cannot open {self.port_url}: {exc}") from None
         sock = getattr(port, "_socket", None)
-        if isinstance(sock, socket.socket):  # TCP bridge: do not let Nagle hold small frames
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock if isinstance(sock, socket.socket) else None
+        if self._sock is not None:  # TCP bridge: do not let Nagle hold small frames
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A POSIX serial port is read with select + os.read: no per-call polling overhead.
+        self._fd = port.fileno() if isinstance(port, serial.Serial) and hasattr(port, "fd") else None
         self._port = port
         self._decoder.reset()
         self._backlog.clear()
 
     def _close_port(self) -> None:
+        self._fd = self._sock = None
         if self._port is not None:
             try:
                 self._port.close()
@@ -172,6 +180,20 @@ class SerialDriver(SurfaceDriver):
             raise ConnectionError(str(exc)) from None
 
     def _read_some(self, deadline: float) -> bytes:
+        """Bytes that arrive before ``deadline`` (b"" on timeout). One select + one read per
+        burst on POSIX ports and sockets; pyserial's polling read elsewhere."""
+        if self._fd is not None or self._sock is not None:
+            try:
+                target = self._fd if self._fd is not None else self._sock
+                ready, _, _ = select.select([target], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    return b""
+                data = os.read(self._fd, 65536) if self._fd is not None else self._sock.recv(65536)
+            except (OSError, ValueError) as exc:  # EIO after an unplug on Linux, a closed fd
+                raise ConnectionError(str(exc) or type(exc).__name__) from None
+            if not data:
+                raise ConnectionError("device reports readiness to read but returned no data (unplugged?)")
+            return data
         port = self._port
         while True:
             try:
@@ -343,8 +365,9 @@ class SerialDriver(SurfaceDriver):
         t0, c0, r0 = time.perf_counter(), time.thread_time(), self.stats["retries"]
         info = self._ensure()
         check_config(config, info)
-        expected = p.image_crc(config)
-        latch = self._transfer(_T.SET_CONFIG, config, b"")
+        image = p.pack_image(config)
+        expected = binascii.crc32(image)
+        latch = self._transfer(_T.SET_CONFIG, config, b"", image)
         if not latch.latched:
             raise ApplyError("SET_CONFIG: board acknowledged the last chunk without latching", config, None)
         if self.verify == "crc" and latch.readback_crc == expected:
@@ -358,7 +381,7 @@ class SerialDriver(SurfaceDriver):
         )
         return finish_apply(config, applied, on_mismatch)[0]
 
-    def _transfer(self, mtype: int, config: SurfaceConfig, prefix: bytes) -> p.LatchAck:
+    def _transfer(self, mtype: int, config: SurfaceConfig, prefix: bytes, image: bytes | None = None) -> p.LatchAck:
         """Send a whole image (chunked, staged, latched on the last chunk) and return its ACK."""
         info = self._info
         known = self._latch_id  # the board's latch counter before this transfer, if known
@@ -367,7 +390,7 @@ class SerialDriver(SurfaceDriver):
                 self.stats["restarts"] += 1
                 self._ensure()
             self._txn = (self._txn + 1) & 0xFFFF
-            payloads, flags = p.chunk_image(config, self._txn, info.max_payload, prefix)
+            payloads, flags = p.chunk_image(config, self._txn, info.max_payload, prefix, image)
             i = 0
             try:
                 for i, payload in enumerate(payloads):
