@@ -106,7 +106,7 @@ def rzf(G: torch.Tensor, noise_w: torch.Tensor | float, p_max: torch.Tensor | fl
     return _equal_stream_power(V, p_max)
 
 
-def _power_constrained_solve(A: torch.Tensor, Bm: torch.Tensor, p: torch.Tensor, bisection_steps: int = 80) -> torch.Tensor:
+def power_constrained_solve(A: torch.Tensor, Bm: torch.Tensor, p: torch.Tensor, bisection_steps: int = 80) -> torch.Tensor:
     """argmin over V of tr(V^H A V) - 2 Re tr(Bm^H V) s.t. ||V||_F^2 <= p: V = (A + mu I)^{-1} Bm.
 
     A is Hermitian PSD (B,M,M). With A = U diag(lam) U^H, ||V||^2 = sum_i c_i / (lam_i + mu)^2 is
@@ -178,7 +178,7 @@ def wmmse_solve(
         aw = alpha / mse
         A = (G.mH * (aw * u.abs().square())[:, None, :].to(G.dtype)) @ G
         Bm = G.mH * (aw.to(G.dtype) * u)[:, None, :]
-        V_new = scale_to_power(_power_constrained_solve(A, Bm, p), p)
+        V_new = scale_to_power(power_constrained_solve(A, Bm, p), p)
         rate_new = sum_rate(G, V_new, sigma2, alpha)
         gain = rate_new - rate
         V = torch.where(active[:, None, None], V_new, V)
