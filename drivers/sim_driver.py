@@ -1,7 +1,10 @@
 """The sim driver: the driver interface over the twin's model of a surface, no I/O.
 
 ``sim://?elements=64&bits=1,2,3&stuck=3,17&latency_ms=0.5`` keeps the latched
-``SurfaceConfig`` in memory. Stuck elements (phase 0, ON, whatever is commanded) show in
+``SurfaceConfig`` in memory. With ``energy_uj=C`` (buffer capacity; optional
+``harvest_uw``, ``switch_nj``) switching is paid from a harvested-energy buffer updated
+with the twin's P1 eq. 9 (``twin.energy``): an unaffordable apply is refused, as a board
+with an empty supercap would. Stuck elements (phase 0, ON, whatever is commanded) show in
 the readback exactly as on a board, and the host-loss watchdog latches the safe pattern
 when no call arrived for its timeout, so code written against this driver meets the same
 failures on hardware.
@@ -14,6 +17,7 @@ import time
 import numpy as np
 
 from drivers.base import (
+    ApplyError,
     ApplyRecord,
     BoardInfo,
     BoardStatus,
@@ -27,7 +31,7 @@ from drivers.base import (
 from twin.errors import ConfigError, DriverError
 from twin.surface_config import MAX_PHASE_BITS, SurfaceConfig
 
-_KNOWN = {"elements", "bits", "stuck", "latency_ms"}
+_KNOWN = {"elements", "bits", "stuck", "latency_ms", "energy_uj", "harvest_uw", "switch_nj"}
 
 
 def _int_list(text: str, field: str, url: str) -> tuple[int, ...]:
@@ -45,6 +49,9 @@ class SimDriver(SurfaceDriver):
         *,
         stuck: tuple[int, ...] = (),
         latency_s: float = 0.0,
+        energy_uj: float | None = None,
+        harvest_uw: float = 2000.0,
+        switch_nj: float = 50.0,
         url: str = "",
     ) -> None:
         if n_elements < 1:
@@ -67,6 +74,10 @@ class SimDriver(SurfaceDriver):
         self._trips = 0
         self._last_apply = ApplyRecord()
         self.stats = dict(requests=0, retries=0, timeouts=0, reconnects=0, reboots=0)
+        # Energy buffer in uJ (emulator defaults, not from a paper); None = mains powered.
+        self._capacity_uj, self._harvest_uw, self._switch_nj = energy_uj, harvest_uw, switch_nj
+        self._energy_uj = energy_uj
+        self._energy_t = self._boot
 
     @classmethod
     def from_url(cls, url: str) -> "SimDriver":
@@ -79,6 +90,9 @@ class SimDriver(SurfaceDriver):
             _int_list(params.get("bits", "1"), "bits", url),
             stuck=_int_list(params.get("stuck", ""), "stuck", url),
             latency_s=param(params, "latency_ms", float, 0.0, url) / 1000.0,
+            energy_uj=param(params, "energy_uj", float, None, url),
+            harvest_uw=param(params, "harvest_uw", float, 2000.0, url),
+            switch_nj=param(params, "switch_nj", float, 50.0, url),
             url=url,
         )
 
@@ -113,10 +127,36 @@ class SimDriver(SurfaceDriver):
     def info(self) -> BoardInfo:
         return self._info
 
+    def _pay(self, new: SurfaceConfig) -> bool:
+        """Harvest since the last update, then pay the switching if affordable (P1 eq. 9)."""
+        if self._capacity_uj is None:
+            return True
+        import torch
+
+        from twin.energy import affordable, step_buffer
+
+        now = time.monotonic()
+        e = torch.tensor(self._energy_uj, dtype=torch.float64)
+        arrived = torch.tensor(self._harvest_uw * (now - self._energy_t), dtype=torch.float64)
+        e = step_buffer(e, torch.zeros_like(e), arrived, 0.0, self._capacity_uj)
+        self._energy_t = now
+        changed = new.n_elements if new.bits != self._latched.bits else new.mismatched_elements(self._latched).size
+        cost = torch.tensor(changed * self._switch_nj / 1000.0, dtype=torch.float64)
+        ok = bool(affordable(e, cost, 0.0))
+        if ok:
+            e = step_buffer(e, cost, torch.zeros_like(e), 0.0, self._capacity_uj)
+        self._energy_uj = float(e)
+        return ok
+
     def apply(self, config: SurfaceConfig, *, on_mismatch: str = "raise") -> SurfaceConfig:
         t0, c0 = time.perf_counter(), time.thread_time()
         check_config(config, self._info)
         self._contact()
+        if not self._pay(self._effective(config)):
+            raise ApplyError(
+                f"SET_CONFIG: board refused the request (ENERGY: buffer {self._energy_uj:.1f} uJ); "
+                "nothing was latched, the board keeps its previous configuration", config, self._latched,
+            )
         self._latched = self._effective(config)
         self._latch_count += 1
         self._safe_active = False
@@ -130,8 +170,11 @@ class SimDriver(SurfaceDriver):
 
     def status(self) -> BoardStatus:
         self._contact()
+        if self._capacity_uj is not None:
+            self._pay(self._latched)  # harvest up to now; re-latching the same state costs nothing
         return BoardStatus(
-            time.monotonic() - self._boot, 5.0, None, 1, self._latch_count,
+            time.monotonic() - self._boot, 5.0,
+            None if self._energy_uj is None else self._energy_uj * 1e-6, 1, self._latch_count,
             self._watchdog[0] if self._watchdog else 0.0, self._safe_active,
             dict(watchdog_trips=self._trips),
         )

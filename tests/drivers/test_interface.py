@@ -132,3 +132,16 @@ def test_registry_and_entry_point(monkeypatch):
     monkeypatch.setattr(base, "entry_points", lambda group: [FakeEP()] if group == base.ENTRY_POINT_GROUP else [])
     drv = drivers.open("thirdparty://board")
     assert isinstance(drv, Mine) and drv.info().n_elements == 3
+
+
+def test_energy_buffer_refuses_unaffordable_switching(make):
+    # 24 elements x 100 nJ = 2.4 uJ per full switch; a 3 uJ buffer pays one, not two in a row
+    drv = make("&energy_uj=3&harvest_uw=0&switch_nj=100")
+    assert drv.status().energy_j == pytest.approx(3e-6, abs=1e-6)
+    a = SurfaceConfig(1, np.zeros(N, int), np.ones(N, bool))
+    assert drv.apply(a) == a
+    b = SurfaceConfig(1, np.ones(N, int), np.zeros(N, bool))
+    with pytest.raises(base.ApplyError, match="ENERGY"):
+        drv.apply(b)
+    assert drv.readback() == a  # refused means nothing latched
+    assert drv.status().energy_j < 1e-6

@@ -133,3 +133,17 @@ def test_unplug_and_replug_on_the_same_socket():
         assert drv.apply(config) == config and emu2.latched == config
         assert drv.stats["reconnects"] >= 1
         drv.close()
+
+
+def test_watchdog_is_rearmed_after_a_board_reset():
+    with BoardEmulator(16, (1, 2), model_wire=False) as emu:
+        drv = driver(emu)
+        safe = SurfaceConfig(1, np.ones(16, int), np.ones(16, bool))
+        drv.watchdog(0.05, safe)
+        drv.reset()  # RAM state (codebook, watchdog) is gone on the board
+        config = SurfaceConfig(2, np.full(16, 2), np.ones(16, bool))
+        assert drv.apply(config) == config  # the driver re-stores the safe pattern and re-arms
+        time.sleep(0.25)
+        assert emu.latched == safe and drv.readback() == safe
+        assert drv.stats["reboots"] >= 1
+        drv.close()
