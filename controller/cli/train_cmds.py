@@ -161,8 +161,11 @@ def _print_table(title: str, results: dict[str, dict[str, dict[str, float]]]) ->
     for _, label in present:
         table.add_column(label, justify="right")
     for name, metrics in results.items():
-        table.add_row(name, *(f"{metrics[k]['mean']:.4g}±{metrics[k]['std']:.2g}" if k in metrics else "-" for k, _ in present))
-    Console().print(table)
+        table.add_row(name, *(f"{metrics[k]['mean']:.3g}±{metrics[k]['std']:.2g}" if k in metrics else "-" for k, _ in present))
+    import sys
+
+    # Pipes and CI logs get a wide table instead of rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 # --------------------------------------------------------------------------- compare
