@@ -188,21 +188,57 @@ class P1Env(BatchedEnv):
     # ---- actions ---------------------------------------------------------------------------
 
     def decode_actions(self, actions: Action) -> dict[str, torch.Tensor]:
-        """Validate and stack: V (B,M,K) complex, bits (B,L), phase_idx (B,L,N), on (B,L,N)."""
+        """Validate and stack: V (B,M,K) complex, bits (B,L), phase_idx (B,L,N), on (B,L,N).
+
+        Fast path: per-agent shape / dtype checks, then ONE fused range check over all agents;
+        only when it fails do the per-field checks run, to name the agent and field.
+        """
         B, M, K, N, dev = self.num_envs, self.M, self.K, self.N, self.device
         val.check_agents(actions, self.agent_ids)
         bs = val.check_fields("bs0", actions["bs0"], ("V",))
-        v = val.float_field("bs0", "V", bs["V"], (B, 2, M, K), dev, -self.v_bound, self.v_bound)
-        V = torch.complex(v[:, 0], v[:, 1]).to(self.cdtype)
+        v = val.structural("bs0", "V", bs["V"], (B, 2, M, K), "float", dev)
         bits, idx, on = [], [], []
-        lo, hi = self.bit_choices[0], self.bit_choices[-1] + 1
         for a in self.irs_ids:
             act = val.check_fields(a, actions[a], ("bits", "phase_idx", "on"))
+            bits.append(val.structural(a, "bits", act["bits"], (B,), "int", dev))
+            idx.append(val.structural(a, "phase_idx", act["phase_idx"], (B, N), "int", dev))
+            on.append(val.structural(a, "on", act["on"], (B, N), "mask", dev))
+        bits_t, idx_t, on_t = torch.stack(bits, 1).long(), torch.stack(idx, 1).long(), torch.stack(on, 1)
+        lo, hi = self.bit_choices[0], self.bit_choices[-1]
+        bad = (v.abs() > self.v_bound).any() | (~torch.isfinite(v)).any()   # NaN fails isfinite
+        bad |= ((bits_t < lo) | (bits_t > hi)).any()
+        bad |= ((idx_t < 0) | (idx_t >= (1 << bits_t.clamp(lo, hi)).unsqueeze(-1))).any()
+        if on_t.dtype != torch.bool:
+            bad |= ((on_t != 0) & (on_t != 1)).any()
+        if bool(bad):
+            self._diagnose(actions)
+        V = torch.complex(v[:, 0].float(), v[:, 1].float()).to(self.cdtype)
+        return {"V": V, "bits": bits_t, "phase_idx": idx_t, "on": on_t.bool()}
+
+    def _diagnose(self, actions: Action) -> None:
+        """Field-by-field checks that raise ActionError naming the first bad agent and field."""
+        B, M, K, N, dev = self.num_envs, self.M, self.K, self.N, self.device
+        val.float_field("bs0", "V", actions["bs0"]["V"], (B, 2, M, K), dev, -self.v_bound, self.v_bound)
+        lo, hi = self.bit_choices[0], self.bit_choices[-1] + 1
+        for a in self.irs_ids:
+            act = actions[a]
             b = val.int_field(a, "bits", act["bits"], (B,), lo, hi, dev)
-            bits.append(b)
-            idx.append(val.int_field(a, "phase_idx", act["phase_idx"], (B, N), 0, (1 << b).unsqueeze(-1), dev))
-            on.append(val.bool_field(a, "on", act["on"], (B, N), dev))
-        return {"V": V, "bits": torch.stack(bits, 1), "phase_idx": torch.stack(idx, 1), "on": torch.stack(on, 1)}
+            val.int_field(a, "phase_idx", act["phase_idx"], (B, N), 0, (1 << b).unsqueeze(-1), dev)
+            val.bool_field(a, "on", act["on"], (B, N), dev)
+        raise AssertionError("fused action check failed but no field check did")  # a bug, not user input
+
+    def sample_actions(self, generator: torch.Generator | None = None) -> Action:
+        """Uniformly random valid batched actions (every entry inside the action spaces)."""
+        B, dev, g = self.num_envs, self.device, generator
+        V = (2.0 * torch.rand(B, 2, self.M, self.K, generator=g, device=dev) - 1.0) * self.v_bound
+        acts: dict = {"bs0": {"V": V.float()}}
+        lo, hi = self.bit_choices[0], self.bit_choices[-1]
+        for a in self.irs_ids:
+            bits = torch.randint(lo, hi + 1, (B,), generator=g, device=dev)
+            idx = torch.randint(0, 1 << hi, (B, self.N), generator=g, device=dev) % (1 << bits).unsqueeze(-1)
+            on = torch.rand(B, self.N, generator=g, device=dev) < 0.5
+            acts[a] = {"bits": bits, "phase_idx": idx, "on": on}
+        return acts
 
     def irs_action_from_configs(self, configs: Sequence[SurfaceConfig]) -> dict[str, torch.Tensor]:
         """One IRS agent's batched action from B SurfaceConfigs (what the boards report as applied)."""

@@ -155,6 +155,13 @@ class P2Env(BatchedEnv):
 
     # ---- actions ---------------------------------------------------------------------------
 
+    def sample_actions(self, generator: torch.Generator | None = None) -> Action:
+        """Uniformly random valid batched actions (every entry inside the action spaces)."""
+        B, dev, g = self.num_envs, self.device, generator
+        u = lambda *s: 2.0 * torch.rand(B, *s, generator=g, device=dev) - 1.0
+        return {a: {"W": u(2, self.Nb, self.K), "theta": u(self.L, self.Nl), "assoc": u(self.K, self.L)}
+                for a in self.agent_ids}
+
     def decode_actions(self, actions: Action) -> dict[str, torch.Tensor]:
         """Validate and combine: W (B, n_bs, Nb, K) scaled, phi (B, L, Nl), user_irs (B, K), claims (B, n_bs, L)."""
         B, dev, s = self.num_envs, self.device, self.scene

@@ -180,6 +180,11 @@ class P3Env(BatchedEnv):
 
     # ---- actions ---------------------------------------------------------------------------
 
+    def sample_actions(self, generator: torch.Generator | None = None) -> Action:
+        """Uniformly random valid batched actions (one increment index per agent)."""
+        B, dev, g = self.num_envs, self.device, generator
+        return {a: torch.randint(0, self.action_spaces[a].n, (B,), generator=g, device=dev) for a in self.agent_ids}
+
     def decode_actions(self, actions: Action) -> dict[str, torch.Tensor]:
         B, dev = self.num_envs, self.device
         val.check_agents(actions, self.agent_ids)

@@ -199,6 +199,13 @@ class P4Env(BatchedEnv):
 
     # ---- actions and step ------------------------------------------------------------------
 
+    def sample_actions(self, generator: torch.Generator | None = None) -> Action:
+        """Random valid batched actions: a uniform codeword, Gaussian W, uniform phases in [-pi, pi)."""
+        B, dev, g = self.num_envs, self.device, generator
+        return {"sched": torch.randint(0, self.codebook.shape[0], (B,), generator=g, device=dev),
+                "bs0": torch.randn(B, 2, self.M, self.K, generator=g, device=dev),
+                **{a: (2.0 * torch.rand(B, self.N, generator=g, device=dev) - 1.0) * math.pi for a in self.ris_ids}}
+
     def decode_actions(self, actions: Action) -> dict[str, torch.Tensor]:
         B, dev = self.num_envs, self.device
         val.check_agents(actions, self.agent_ids)

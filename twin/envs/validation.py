@@ -58,6 +58,21 @@ def check_shape(agent: str, field: str, t: torch.Tensor, shape: tuple[int, ...])
         raise ActionError(f"{agent}.{field}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
+def structural(agent: str, field: str, x: Any, shape: tuple[int, ...], kind: str, device: torch.device) -> torch.Tensor:
+    """Shape and dtype only (kind "int", "mask" or "float"); values are checked by the caller
+    in one fused reduction, which falls back to the field checks below to name the culprit."""
+    t = to_tensor(agent, field, x, device)
+    check_shape(agent, field, t, shape)
+    if kind == "int" and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
+        raise ActionError(f"{agent}.{field}: expected integer indices, got dtype {t.dtype}; "
+                          f"round and cast to torch.long")
+    if kind == "mask" and (t.is_floating_point() or t.is_complex()):
+        raise ActionError(f"{agent}.{field}: expected a bool (or 0/1 integer) mask, got dtype {t.dtype}")
+    if kind == "float" and (t.is_complex() or t.dtype == torch.bool):
+        raise ActionError(f"{agent}.{field}: expected real floats, got dtype {t.dtype}")
+    return t
+
+
 def int_field(agent: str, field: str, x: Any, shape: tuple[int, ...], low: int | torch.Tensor,
               high: int | torch.Tensor, device: torch.device) -> torch.Tensor:
     """Integer indices with ``low <= x < high`` (``high`` may be a tensor broadcast to x)."""

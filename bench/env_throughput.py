@@ -1,0 +1,80 @@
+"""Full environment steps per second for each paper's MDP, at batch 1 and 1024.
+
+A step is everything ``env.step`` does: action validation and decode, the physics of the
+slot, the reward, the time evolution and the next observations. Actions are drawn before
+timing (a pool of 8 batches, cycled) so the clock sees the environment only. Runs under
+``torch.inference_mode`` as a training loop's rollout would.
+
+    python bench/env_throughput.py                      # all papers, B = 1 and 1024, 2 threads
+    python bench/env_throughput.py --papers p1 --batches 1024 --threads 1
+
+Steps/s counts environment steps: batch size x batched steps per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from twin.envs import make_env
+
+TARGET_P1_1024 = 300_000
+
+
+def measure(name: str, batch: int, min_seconds: float, seed: int = 0) -> tuple[float, float]:
+    """(ms per batched step, environment steps per second), best of three timed runs."""
+    env = make_env(name, num_envs=batch, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    pool = [env.sample_actions(gen) for _ in range(8)]
+    with torch.inference_mode():
+        for i in range(5):                                   # warm-up (allocator, kernels)
+            env.step(pool[i % 8])
+        t0 = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t0 < min_seconds / 3 or n < 5:
+            env.step(pool[n % 8])
+            n += 1
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for i in range(n):
+                env.step(pool[i % 8])
+            best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e3, batch / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--papers", nargs="+", default=["p1", "p2", "p3", "p4"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 1024])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=1.5, help="approximate timing budget per cell")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    table = Table(title=f"Environment throughput (torch {torch.__version__}, {args.threads} threads)")
+    for col in ("paper", "batch", "ms / batched step", "env steps / s"):
+        table.add_column(col, justify="right")
+    results = {}
+    for name in args.papers:
+        for b in args.batches:
+            ms, sps = measure(name, b, args.seconds)
+            results[(name, b)] = sps
+            table.add_row(name, str(b), f"{ms:.3f}", f"{sps:,.0f}")
+    console = Console()
+    console.print(table)
+    if ("p1", 1024) in results:
+        sps = results[("p1", 1024)]
+        verdict = "meets" if sps >= TARGET_P1_1024 else "MISSES"
+        print(f"SUMMARY p1 at batch 1024: {sps:,.0f} env steps/s, {verdict} the {TARGET_P1_1024:,} target")
+    else:
+        best = max(results, key=results.get)
+        print(f"SUMMARY best: {best[0]} at batch {best[1]}: {results[best]:,.0f} env steps/s")
+
+
+if __name__ == "__main__":
+    main()
