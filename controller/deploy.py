@@ -68,6 +68,7 @@ class AgentSpec:
     watchdog_ms: float = 0.0
     delay_ms: float = 0.0                 # fault injection (tests, benches)
     curve_client_secret: str = ""         # per-agent key pair (overrides the transport's)
+    on_sigterm: str = ""                  # per-agent override of deployment.on_sigterm
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Deployment:
         if spec.curve_client_secret:
             bus = dataclasses.replace(bus, curve_client_secret=spec.curve_client_secret)
         return DaemonConfig(bus=bus, agent=spec.id, bundle=self.bundle, driver_url=spec.driver,
-                            on_sigterm=self.on_sigterm, heartbeat_s=self.heartbeat_s,
+                            on_sigterm=spec.on_sigterm or self.on_sigterm, heartbeat_s=self.heartbeat_s,
                             watchdog_s=spec.watchdog_ms / 1000.0, delay_s=spec.delay_ms / 1000.0)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import uuid
 
 import aiomqtt
 
@@ -32,7 +33,8 @@ class MqttTransport(Transport):
     def __init__(self, cfg: BusConfig, client_id: str, publish_wait_s: float = 2.0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.client_id = client_id
+        # Unique per connection: two clients with one MQTT id would keep kicking each other off.
+        self.client_id = f"{client_id}-{uuid.uuid4().hex[:8]}"
         self.root = f"ristwin/{cfg.deployment}/"
         validate_topic(self.root, prefix=True)
         self.publish_wait_s = publish_wait_s

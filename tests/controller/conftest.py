@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.transports import BusConfig
+from controller.transports.zmq_bus import ZmqHub
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
@@ -62,6 +65,42 @@ class Broker:
         self.start()
 
 
+class ZmqBus:
+    def __init__(self) -> None:
+        self.hub = ZmqHub(BusConfig(kind="zmq", pub_port=0, sub_port=0)).start()
+        self.cfg = BusConfig(kind="zmq", pub_port=self.hub.pub_port, sub_port=self.hub.sub_port)
+
+    def restart(self) -> None:
+        self.hub.close()
+        self.hub = ZmqHub(self.cfg).start()
+
+    def close(self) -> None:
+        self.hub.close()
+
+
+class MqttBus:
+    def __init__(self, broker) -> None:
+        self.broker = broker
+        self.cfg = BusConfig(kind="mqtt", mqtt_port=broker.port, deployment="t1")
+
+    def restart(self) -> None:
+        self.broker.restart()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["zmq", pytest.param("mqtt", marks=pytest.mark.mqtt)])
+def bus(request):
+    """A running bus of each kind: a ZeroMQ hub on free ports, or a real Mosquitto broker."""
+    if request.param == "zmq":
+        b = ZmqBus()
+    else:
+        b = MqttBus(request.getfixturevalue("mosquitto"))
+    yield b
+    b.close()
+
+
 @pytest.fixture
 def mosquitto(tmp_path):
     if not os.path.exists(MOSQUITTO):
@@ -70,3 +109,21 @@ def mosquitto(tmp_path):
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def p1_bundle(tmp_path_factory) -> Path:
+    """A deterministic (untrained, seeded) MAQ-WP actor bundle for the default P1 scenario."""
+    import torch
+
+    from agents import registry
+    from agents.bundle import export_bundle
+    from twin.scenarios import get_scenario
+
+    torch.manual_seed(0)
+    cfg = get_scenario("p1")
+    env = registry.make_env("p1", cfg, 1)
+    algo_cls, algo_cfg = registry.algorithm("maq-wp")
+    algo = algo_cls(env, algo_cfg(), 3)
+    return export_bundle(tmp_path_factory.mktemp("bundle") / "bundle", "maq-wp", "p1", cfg, algo.actors(),
+                         {a: algo.role_of(a) for a in env.agent_ids}, env.observation_spaces, env.action_spaces)

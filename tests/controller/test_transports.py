@@ -12,41 +12,6 @@ from controller.transports.zmq_bus import ZmqHub
 from twin.errors import TransportError
 
 
-class ZmqBus:
-    def __init__(self) -> None:
-        self.hub = ZmqHub(BusConfig(kind="zmq", pub_port=0, sub_port=0)).start()
-        self.cfg = BusConfig(kind="zmq", pub_port=self.hub.pub_port, sub_port=self.hub.sub_port)
-
-    def restart(self) -> None:
-        self.hub.close()
-        self.hub = ZmqHub(self.cfg).start()
-
-    def close(self) -> None:
-        self.hub.close()
-
-
-class MqttBus:
-    def __init__(self, broker) -> None:
-        self.broker = broker
-        self.cfg = BusConfig(kind="mqtt", mqtt_port=broker.port, deployment="t1")
-
-    def restart(self) -> None:
-        self.broker.restart()
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture(params=["zmq", pytest.param("mqtt", marks=pytest.mark.mqtt)])
-def bus(request):
-    if request.param == "zmq":
-        b = ZmqBus()
-    else:
-        b = MqttBus(request.getfixturevalue("mosquitto"))
-    yield b
-    b.close()
-
-
 def run(coro, timeout=20):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 

@@ -1,0 +1,192 @@
+"""The decentralized runtime against in-process evaluation, and its faults (in one event loop).
+
+Every daemon has its own transport connection, so messages really cross the bus; the
+process-level faults (kill -9, SIGTERM) are in test_processes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from controller import messages as m
+from controller.daemon import AgentDaemon, DaemonConfig
+from controller.runlog import read_runlog
+from controller.transports import connect
+from controller.twin_server import ServerConfig, TwinServer
+
+AGENTS = ("bs0", "irs0", "irs1")
+SIM = "sim://?elements=10&bits=1,2,3"
+
+
+async def run_deployment(bus_cfg, bundle, runlog, slots, *, seed=11, deadline_s=2.0, period_s=0.0,
+                         daemon_overrides=None, during=None):
+    """Server + one daemon per agent in this loop; ``during(server)`` runs alongside."""
+    server = TwinServer(ServerConfig(bus=bus_cfg, agents=AGENTS, runlog=str(runlog), bundle=str(bundle),
+                                     seed=seed, slots=slots, deadline_s=deadline_s, period_s=period_s,
+                                     host_hub=False, join_timeout_s=30))
+    server_task = asyncio.ensure_future(server.run())
+    daemons = []
+    for a in AGENTS:
+        cfg = DaemonConfig(bus=bus_cfg, agent=a, bundle=str(bundle), driver_url="" if a == "bs0" else SIM)
+        if daemon_overrides and a in daemon_overrides:
+            cfg = dataclasses.replace(cfg, **daemon_overrides[a])
+        daemons.append(AgentDaemon(cfg))
+    tasks = [asyncio.ensure_future(d.run()) for d in daemons]
+    extra = asyncio.ensure_future(during(server, daemons)) if during else None
+    summary = await server_task
+    if extra is not None:
+        await extra
+    for d in daemons:
+        d.stop()
+    results = await asyncio.gather(*tasks)
+    return summary, {r["agent"]: r for r in results}
+
+
+def reference_run(bundle_path, seed, slots):
+    """Centralized in-process evaluation: the same actors on the same env, no bus."""
+    from agents import registry
+    from agents.bundle import load_bundle
+    from agents.evaluation import bundle_policy
+
+    bundle = load_bundle(bundle_path)
+    cfg = registry.rebuild_scenario(bundle.scenario_name, bundle.scenario_config)
+    env = registry.make_env(bundle.scenario_name, cfg, 1)
+    policy = bundle_policy(bundle)
+    obs = env.reset(seed=seed)
+    rows = []
+    for _ in range(slots):
+        actions = policy(env, obs)
+        result = env.step(actions)
+        rows.append((actions, float(result.rewards["bs0"][0]), float(result.info["sum_rate"][0])))
+        obs = result.obs
+    return rows
+
+
+def test_decentralized_equals_in_process(bus, p1_bundle, tmp_path):
+    torch.set_num_threads(1)
+    slots = 12
+    log = tmp_path / "run.jsonl"
+    summary, daemons = asyncio.run(run_deployment(bus.cfg, p1_bundle, log, slots))
+    assert summary["slots"] == slots and summary["missed"] == {}
+    records = read_runlog(log, "slot")
+    assert [r["slot"] for r in records] == list(range(slots))       # one entry per slot
+    reference = reference_run(p1_bundle, 11, slots)
+    for rec, (actions, reward, sum_rate) in zip(records, reference):
+        assert rec["reward"] == reward                              # bit-identical, slot by slot
+        assert rec["metrics"]["sum_rate"] == sum_rate
+        np.testing.assert_array_equal(np.asarray(rec["agents"]["bs0"]["action"]["V"], np.float32),
+                                      actions["bs0"]["V"][0].numpy())
+        for irs in ("irs0", "irs1"):
+            applied = rec["agents"][irs]["applied"]
+            assert applied["bits"] == int(actions[irs]["bits"][0])
+            assert applied["phase_idx"] == actions[irs]["phase_idx"][0].tolist()
+            assert applied["on"] == actions[irs]["on"][0].tolist()
+    # The BS saw the surfaces' reported states over the bus (its paper allows it); surfaces did not.
+    assert daemons["bs0"]["peer_msgs"] >= 2 * slots
+    assert "peer_msgs" not in daemons["irs0"]
+
+
+def test_late_agent_never_stalls_the_slot(p1_bundle, tmp_path):
+    from tests.controller.conftest import ZmqBus
+
+    bus = ZmqBus()
+    try:
+        log = tmp_path / "run.jsonl"
+        slots, deadline = 6, 0.3
+        summary, _ = asyncio.run(run_deployment(
+            bus.cfg, p1_bundle, log, slots, deadline_s=deadline,
+            daemon_overrides={"irs1": {"delay_s": 2 * deadline}}))
+    finally:
+        bus.close()
+    records = read_runlog(log, "slot")
+    assert len(records) == slots
+    # irs1 answers after every deadline: every slot closes without it, its surface holds / goes safe.
+    assert all(r["missed"] == ["irs1"] for r in records)
+    assert records[0]["agents"]["irs1"]["fallback"] == "safe"   # nothing applied yet
+    assert summary["missed"] == {"irs1": slots}
+    assert summary["late"].get("irs1", 0) >= 1                 # its late answers arrived and were counted
+    assert all(r["agents"]["irs0"]["answered"] for r in records)
+    walls = np.diff([r["t"] for r in records])
+    assert walls.max() < 1.5 * 2 * deadline + 1.0              # a slot costs about one deadline, not the delay chain
+
+
+def test_malformed_and_spoofed_messages_are_dropped_and_counted(bus, p1_bundle, tmp_path):
+    slots = 8
+
+    async def attack(server, daemons):
+        rogue = await connect(bus.cfg, "rogue")
+        try:
+            while server.slot < 2:
+                await asyncio.sleep(0.01)
+            junk = [b"", b"\xc1", b"\x81\xa1v\x01", m.encode(m.Control("stop"))[:-1], b"\x92" * 1000]
+            for payload in junk:
+                for topic in ("act/irs0", "obs/irs0", "obs/bs0", "hello/irs0", "hb/irs1", "ctl/all", "welcome/irs0"):
+                    await rogue.publish(topic, payload)
+            # A valid action for irs0 sent on irs1's topic: a spoof, not an answer.
+            spoof = m.Action(server.slot, "irs0", {}, None)
+            await rogue.publish("act/irs1", m.encode(spoof))
+            await asyncio.sleep(0.2)
+        finally:
+            await rogue.close()
+
+    summary, daemons = asyncio.run(run_deployment(bus.cfg, p1_bundle, tmp_path / "run.jsonl", slots,
+                                                  period_s=0.1, during=attack))
+    assert summary["slots"] == slots and summary["missed"] == {}
+    assert summary["dropped"]["malformed"] >= 5                 # act/ + hello/ + hb/ junk at the server
+    assert summary["dropped"]["spoofed"] == 1
+    assert daemons["irs0"]["malformed"] >= 5                    # obs/irs0 + ctl/ + welcome junk
+    assert daemons["bs0"]["malformed"] >= 5
+    assert "ctl_stop" not in daemons["irs0"]                    # a truncated control message is not obeyed
+    assert len(read_runlog(tmp_path / "run.jsonl", "slot")) == slots
+
+
+@pytest.mark.mqtt
+def test_mqtt_broker_restart_mid_run(mosquitto, p1_bundle, tmp_path):
+    from controller.transports import BusConfig
+
+    cfg = BusConfig(kind="mqtt", mqtt_port=mosquitto.port, deployment="restart")
+    slots = 30
+
+    async def restart(server, daemons):
+        while server.slot < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.get_running_loop().run_in_executor(None, mosquitto.restart)
+
+    log = tmp_path / "run.jsonl"
+    summary, _ = asyncio.run(run_deployment(cfg, p1_bundle, log, slots, deadline_s=0.3, period_s=0.1,
+                                            during=restart))
+    records = read_runlog(log, "slot")
+    assert [r["slot"] for r in records] == list(range(slots))
+    assert records[-1]["missed"] == [] and records[-2]["missed"] == []   # ... and everyone came back
+    assert summary["transport"]["reconnects"] >= 1
+
+
+def test_safe_mode_control_switches_the_fallback(p1_bundle, tmp_path):
+    from tests.controller.conftest import ZmqBus
+
+    bus = ZmqBus()
+
+    async def safe_then_silence(server, daemons):
+        ops = await connect(bus.cfg, "operator")
+        try:
+            while server.slot < 2:
+                await asyncio.sleep(0.01)
+            await ops.publish("ctl/irs0", m.encode(m.Control("safe", target="irs0")))
+            while server.slot < 5:
+                await asyncio.sleep(0.01)
+        finally:
+            await ops.close()
+
+    try:
+        log = tmp_path / "run.jsonl"
+        asyncio.run(run_deployment(bus.cfg, p1_bundle, log, 7, period_s=0.1, during=safe_then_silence))
+    finally:
+        bus.close()
+    records = read_runlog(log, "slot")
+    last = records[-1]["agents"]["irs0"]["applied"]
+    assert last["on"] == [False] * 10                          # safe pattern latched and reported
