@@ -362,18 +362,38 @@ def round_robin_schedule(step: int | torch.Tensor, n_users: int, n_scheduled: in
     return book[torch.as_tensor(step) % book.shape[0]]
 
 
-def round_robin(stats: P4Statistics, n_scheduled: int, noise_w, p_max, step: int | torch.Tensor, cfg: AoConfig = AoConfig()) -> BfsAoResult:
-    """P4 baseline "Round-Robin": the round-robin schedule of ``step`` with AO precoding."""
-    B, _, _, _ = stats.G_bar.shape
+def ao_for_schedule(stats: P4Statistics, n_scheduled: int, noise_w, p_max, schedule_index: int | torch.Tensor,
+                    cfg: AoConfig = AoConfig()) -> BfsAoResult:
+    """AO precoding for a given codebook entry per environment (int or (B,) long): the
+    precoding half of PPO-AO (a learned scheduler picks the entry) and of round-robin."""
+    B = stats.G_bar.shape[0]
     K = stats.h_bar.shape[2]
     book = schedule_codebook(K, n_scheduled)
-    index = (torch.as_tensor(step) % book.shape[0]).expand(B) if torch.as_tensor(step).ndim == 0 else torch.as_tensor(step) % book.shape[0]
+    index = torch.as_tensor(schedule_index, dtype=torch.long) % book.shape[0]
+    index = index.expand(B) if index.ndim == 0 else index
     users = torch.stack([book[i].nonzero().squeeze(-1) for i in index.tolist()])
     res = ao_precoding(stats, users, noise_w, p_max, cfg=cfg)
     return BfsAoResult(
         schedule=book[index], schedule_index=index, W=_full_W(res.W, users, K), phi=res.phi, sum_rate=res.sum_rate,
         rate_per_schedule=res.sum_rate[None], history=res.history, first_W=_full_W(res.first_W, users, K), first_phi=res.first_phi,
     )
+
+
+def round_robin(stats: P4Statistics, n_scheduled: int, noise_w, p_max, step: int | torch.Tensor, cfg: AoConfig = AoConfig()) -> BfsAoResult:
+    """P4 baseline "Round-Robin": the round-robin schedule of ``step`` with AO precoding."""
+    return ao_for_schedule(stats, n_scheduled, noise_w, p_max, step, cfg)
+
+
+def env_actions(result: BfsAoResult, first_iterate: bool = False) -> dict[str, torch.Tensor]:
+    """A decision as P4Env actions (twin/envs/p4.py): "sched" codeword index, "bs0" (B,2,M,K)
+    real/imaginary W, "ris{l}" (B,N) phases in radians. ``first_iterate`` gives BFS-AO's first
+    AO iterate instead (the paper's MAPPO initialization, P4 IV-C)."""
+    W = result.first_W if first_iterate else result.W
+    phi = result.first_phi if first_iterate else result.phi
+    actions = {"sched": result.schedule_index.clone(), "bs0": torch.stack([W.real, W.imag], 1).float()}
+    for l in range(phi.shape[1]):
+        actions[f"ris{l}"] = phi[:, l].angle().float()
+    return actions
 
 
 def sum_rate_approx(stats: P4Statistics, W: torch.Tensor, phi: torch.Tensor, noise_w) -> torch.Tensor:

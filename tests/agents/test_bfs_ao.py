@@ -117,3 +117,16 @@ def test_bfs_ao_beats_random_precoding_random_ris_and_round_robin():
         rr = ao.round_robin(st, SCN.n_scheduled, NOISE, P_MAX, t)
         assert bool((rr.schedule_index == t).all())
         assert bool((best.sum_rate >= rr.sum_rate - 1e-4 * rr.sum_rate).all())
+
+
+def test_a_bfs_ao_decision_scores_its_rate_in_the_p4_environment():
+    from twin.envs.p4 import P4Env
+
+    env = P4Env(num_envs=4, cfg=SCN, dtype=torch.complex128)
+    env.reset(seed=8)
+    res = ao.bfs_ao(env.scene, SCN.n_scheduled, SCN.noise_w, SCN.p_max_w)
+    step = env.step(ao.env_actions(res))
+    torch.testing.assert_close(step.info["sum_rate"], res.sum_rate, rtol=1e-5, atol=1e-6)  # float32 actions
+    first = env.step(ao.env_actions(res, first_iterate=True))
+    assert bool((first.info["sum_rate"] <= step.info["sum_rate"] + 1e-4).all())
+    assert float(step.info["sum_rate"].mean()) > float(env.step(env.sample_actions(torch.Generator().manual_seed(0))).info["sum_rate"].mean())
