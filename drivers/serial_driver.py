@@ -431,8 +431,9 @@ class SerialDriver(SurfaceDriver):
         if latched == config or (known is not None and self._latch_id != known):
             return p.LatchAck(True, self._latch_id or 0, p.image_crc(latched))
         raise ApplyError(
-            f"{why}; readback shows the request was NOT latched: the board keeps its previous "
-            "configuration (see .latched)", config, latched,
+            f"{why}; readback shows the board does not hold the request (latch counter "
+            f"{'unchanged' if known is not None else 'unknown after a reboot'}); .latched is what it holds",
+            config, latched,
         )
 
     def _readback_or_report(self, config: SurfaceConfig) -> SurfaceConfig:
