@@ -25,6 +25,7 @@ O(N 2^b_max + k^2 2^b_max), never the 2^(bN) of enumerating the action set.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,46 @@ def _option_costs(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, max_bits
     return costs, values
 
 
+@functools.lru_cache(maxsize=256)
+def _pairs(wa: int, wb: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs (i, j) into two ascending lists that can hold one of the k smallest sums."""
+    pairs = [(i, j) for i in range(wa) for j in range(wb) if (i + 1) * (j + 1) <= k]
+    t = torch.tensor(pairs, dtype=torch.long, device=device)
+    return t[:, 0], t[:, 1]
+
+
+def _k_best_combinations(delta: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest sums picking one option per coordinate, and the options picked.
+
+    delta (B, C, r): per coordinate the extra cost of its options, ascending, delta[..., 0] = 0.
+    Exact top-k by pairwise merging: two groups' sorted top-k lists combine into the top k of
+    their sums (any top-k combination restricted to a group is in that group's top k), so
+    log2(C) rounds of a batched top-k suffice. Only pairs (i, j) with (i+1)(j+1) <= k can
+    make the top k (each is beaten by every pair (i' <= i, j' <= j)), about k ln k of them. Returns sums (B, S) ascending and the chosen
+    option per coordinate (B, S, C), S = min(k, number of combinations).
+    """
+    B, C, r = delta.shape
+    width = 1 << max(0, (C - 1).bit_length())          # pad to a power of two with no-op coordinates
+    if width > C:
+        pad = delta.new_full((B, width - C, r), float("inf"))
+        pad[..., 0] = 0.0
+        delta = torch.cat([delta, pad], 1)
+    sums = delta                                                                 # (B, G, W)
+    choice = torch.arange(r, device=delta.device).view(1, 1, r, 1).expand(B, width, r, 1)  # (B, G, W, g)
+    while sums.shape[1] > 1:
+        a, b = sums[:, 0::2], sums[:, 1::2]
+        ca, cb = choice[:, 0::2], choice[:, 1::2]
+        pa, pb = _pairs(a.shape[-1], b.shape[-1], k, delta.device)
+        cand = a[..., pa] + b[..., pb]                                           # (B, G/2, P)
+        keep = min(k, cand.shape[-1])
+        sums, flat = torch.topk(cand, keep, dim=-1, largest=False, sorted=True)
+        ia, ib = pa[flat], pb[flat]
+        g = ca.shape[-1]
+        choice = torch.cat([ca.gather(2, ia.unsqueeze(-1).expand(-1, -1, -1, g)),
+                            cb.gather(2, ib.unsqueeze(-1).expand(-1, -1, -1, g))], -1)
+    return sums[:, 0], choice[:, 0, :, :C]
+
+
 def k_nearest(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, k: int, max_bits: int | None = None) -> Neighbours:
     """The k discrete actions nearest to the proto-action (u, w) at resolution ``bits``.
 
@@ -96,14 +137,8 @@ def k_nearest(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, k: int, max_
         margin = delta[..., 1] if r > 1 else torch.full_like(delta[..., 0], float("inf"))
         coords = torch.topk(margin, kc, dim=-1, largest=False, sorted=True).indices  # (B,kc)
         cdelta = torch.gather(delta, 1, coords.unsqueeze(-1).expand(B, kc, r))       # (B,kc,r)
-        choice = torch.zeros(B, 1, kc, dtype=torch.long, device=u.device)
-        for j in range(kc):                              # top-k DP: exact k best over coords[:j+1]
-            cand = (sums.unsqueeze(-1) + cdelta[:, j].unsqueeze(1)).flatten(1)       # (B, S*r)
-            keep = min(k, cand.shape[1])
-            sums, flat = torch.topk(cand, keep, dim=-1, largest=False, sorted=True)
-            parent, opt = flat // r, flat % r
-            choice = torch.gather(choice, 1, parent.unsqueeze(-1).expand(B, keep, kc)).clone()
-            choice[:, :, j] = opt
+        extra, choice = _k_best_combinations(cdelta, k)                               # (B,S), (B,S,kc)
+        sums = base.unsqueeze(-1) + extra
         # Values: the rounding, with the chosen option on each selected coordinate.
         acts = best_vals.unsqueeze(1).expand(B, sums.shape[1], 2 * N).clone()       # (B,S,2N)
         sel_vals = torch.gather(sorted_vals, 1, coords.unsqueeze(-1).expand(B, kc, r))  # (B,kc,r)
