@@ -20,8 +20,12 @@ Representation choices (the paper gives sizes, not encodings):
 - Resolutions enter networks as b / b_max; agent ids one-hot; observations are divided by
   the upper bounds of their observation space so every input is O(1).
 - The high-level agent network is shared by the L IRSs (the one-hot id tells them apart,
-  as the paper's input does); policies and low-level agent networks are per agent (the
-  paper indexes their parameters by agent).
+  as the paper's input does) and outputs one Q value per resolution of the set (DQN form;
+  the paper's complexity count has a single output neuron); policies and low-level agent
+  networks are per agent (the paper indexes their parameters by agent).
+- Target networks (Alg. 1 l. 21, period open): hard copies of every online network every
+  ``target_period`` = 200 gradient updates (the DQN/QMIX habit; soft updates would be the
+  alternative, MADDPG here uses those).
 - Targets of both levels (eqs. 24-25) bootstrap with the next greedy resolution b' (argmax
   of the online high-level nets, values from the target nets: double Q) and the next
   low-level action x' of the target policies through the mapping; the BS's a_B' from its
