@@ -205,7 +205,7 @@ class P1Env(BatchedEnv):
             on.append(val.structural(a, "on", act["on"], (B, N), "mask", dev))
         bits_t, idx_t, on_t = torch.stack(bits, 1).long(), torch.stack(idx, 1).long(), torch.stack(on, 1)
         lo, hi = self.bit_choices[0], self.bit_choices[-1]
-        bad = (v.abs() > self.v_bound).any() | (~torch.isfinite(v)).any()   # NaN fails isfinite
+        bad = ~(v.abs() <= self.v_bound).all()                  # NaN compares False: caught too
         bad |= ((bits_t < lo) | (bits_t > hi)).any()
         bad |= ((idx_t < 0) | (idx_t >= (1 << bits_t.clamp(lo, hi)).unsqueeze(-1))).any()
         if on_t.dtype != torch.bool:
