@@ -190,6 +190,12 @@ class MetricsCSV:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, lineterminator="\n").writerow({k: row.get(k, "") for k in self.fields})
 
+    def ensure(self, fields: Iterable[str]) -> None:
+        """Create the file with a header if it does not exist (a run shorter than one interval)."""
+        if not self.path.is_file():
+            self.fields = list(fields)
+            self._rewrite([])
+
     def truncate_after(self, step: int) -> None:
         if self.path.is_file():
             self._rewrite([r for r in self.read() if int(float(r["step"])) <= step])

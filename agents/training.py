@@ -168,7 +168,7 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
 
-    def run(self, resume: bool = False, progress: ProgressFn | None = None) -> TrainResult:
+    def run(self, resume: bool = False, progress: ProgressFn | None = None, plot: bool = True) -> TrainResult:
         c = self.cfg
         ckpt_path = self.run_dir / runs.CHECKPOINT
         if not resume and (ckpt_path.exists() or (self.run_dir / runs.CONFIG_JSON).exists()):
@@ -188,6 +188,8 @@ class Trainer:
         # Rows after the checkpoint are replayed, so drop them (also on a fresh run in an old dir).
         metrics.truncate_after(step)
         evals.truncate_after(step)
+        metrics.ensure(["step", "env_steps", "episodes"])
+        evals.ensure(["step", "env_steps"])
         runs.save_config(self.run_dir, self.resolved_config())
         tb = runs.TensorBoard(self.run_dir / "tb")
 
@@ -239,15 +241,21 @@ class Trainer:
             final_eval = {"step": step, **self.evaluate()}
             runs.write_atomic(self.run_dir / "final_eval.json", _json(final_eval))
             bundle = self.export()
-        plot_learning_curve(self.run_dir)
+        if plot:
+            plot_learning_curve(self.run_dir)
         return TrainResult(self.run_dir, step, episode, bundle, final_eval, interrupted)
 
     def export(self) -> Path:
         env = self.env
+        role_of = {a: self.algo.role_of(a) for a in env.agent_ids}
+        obs_specs, action_specs = dict(env.observation_spaces), dict(env.action_spaces)
+        # Roles without an env agent (P3 MAGAR's global agent): {agent id: (role, obs space, action space)}.
+        extra = getattr(self.algo, "extra_agents", None)
+        for aid, (role, obs_space, action_space) in (extra() if extra else {}).items():
+            role_of[aid], obs_specs[aid], action_specs[aid] = role, obs_space, action_space
         return export_bundle(
             self.run_dir / runs.BUNDLE_DIR, self.cfg.algo, self.cfg.scenario, self.scenario_cfg,
-            self.algo.actors(), {a: self.algo.role_of(a) for a in env.agent_ids},
-            env.observation_spaces, env.action_spaces,
+            self.algo.actors(), role_of, obs_specs, action_specs,
         )
 
 

@@ -44,11 +44,14 @@ def _split_sets(assignments: tuple[str, ...]) -> tuple[list[str], list[str]]:
 @click.option("--eval-every", type=int, default=None, help="Steps between deterministic evaluations.  [default: 1000]")
 @click.option("--eval-episodes", type=int, default=None, help="Episodes per evaluation.  [default: 8]")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints (taken at the next episode end).  [default: 1000]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="TOML with [train], [scenario], [algo] tables (e.g. another run's config.toml); options and --set win.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same results as uninterrupted).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(scenario: str | None, algo: str | None, steps: int | None, num_envs: int | None, seed: int | None, out: Path,
           assignments: tuple[str, ...], log_every: int | None, eval_every: int | None,
-          eval_episodes: int | None, checkpoint_every: int | None, resume: bool, quiet: bool) -> None:
+          eval_episodes: int | None, checkpoint_every: int | None, config_file: Path | None, resume: bool,
+          quiet: bool) -> None:
     """Train ALGO on SCENARIO into the run directory --out; ends with the actor bundle in OUT/bundle."""
     from agents import registry, runs
     from agents.training import TrainConfig, Trainer
@@ -63,10 +66,23 @@ def train(scenario: str | None, algo: str | None, steps: int | None, num_envs: i
             changed.append("algo")
         if scenario is not None and scenario != saved.scenario:
             changed.append("scenario")
-        if assignments or changed:
+        if assignments or changed or config_file is not None:
             raise ConfigError(f"--resume: {', '.join(changed) or '--set'} cannot change when resuming {out}; "
                               "only --steps may (start a new --out to change the config)")
     else:
+        if config_file is not None:
+            table = _read_toml(config_file)
+            file_train = table.get("train", {})
+            unknown = sorted(set(file_train) - {f for f in TrainConfig.__dataclass_fields__})
+            if unknown:
+                raise ConfigError(f"{config_file}: train.{unknown[0]} is not a training option")
+            scenario = scenario or file_train.get("scenario")
+            algo = algo or file_train.get("algo")
+            steps = steps if steps is not None else file_train.get("steps")
+            loop_opts = {k: (v if v is not None else file_train.get(k)) for k, v in loop_opts.items()}
+            # File values first, so an explicit --set for the same field overrides them.
+            assignments = tuple(f"{section}.{k}={_as_text(v)}" for section in ("scenario", "algo")
+                                for k, v in table.get(section, {}).items() if k != "name") + assignments
         if algo is None:
             raise ConfigError("--algo: required; choose one of: " + (", ".join(sorted(registry.ALGORITHMS)) or "none registered yet"))
         algo_cls, algo_cfg_cls = registry.algorithm(algo)
@@ -87,6 +103,25 @@ def train(scenario: str | None, algo: str | None, steps: int | None, num_envs: i
                         if k in ("eval_reward", "eval_sum_rate", "eval_rate_mean"))
     click.echo(f"trained {cfg.algo} on {cfg.scenario}: {result.steps} steps x {cfg.num_envs} envs; {summary}")
     click.echo(f"bundle: {result.bundle}")
+
+
+def _read_toml(path: Path) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _as_text(value: Any) -> str:
+    """A TOML value as the text --set takes (tuples comma-separated)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
 
 
 def _run_with_progress(trainer: Any, resume: bool, quiet: bool) -> Any:

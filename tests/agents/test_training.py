@@ -37,7 +37,7 @@ def _outputs(path):
 
 def test_resumed_runs_equal_an_uninterrupted_run(tmp_path):
     whole = tmp_path / "whole"
-    _trainer(whole).run()
+    _trainer(whole).run(plot=False)
     reference = _outputs(whole)
     assert reference["metrics"].count("\n") == 1 + 22 // 2 and "algo/loss" in reference["metrics"]
 
@@ -48,22 +48,22 @@ def test_resumed_runs_equal_an_uninterrupted_run(tmp_path):
         if step == 13:
             raise KeyboardInterrupt
 
-    result = _trainer(cut).run(progress=interrupt)
+    result = _trainer(cut).run(progress=interrupt, plot=False)
     assert result.interrupted and result.bundle is None
     assert runs.load_checkpoint(cut / runs.CHECKPOINT)["step"] == 10  # the last episode boundary
     assert "12," in (cut / runs.METRICS_CSV).read_text()  # rows past the checkpoint exist ...
-    Trainer.from_run_dir(cut).run(resume=True)             # ... and are replayed, not duplicated
+    Trainer.from_run_dir(cut).run(resume=True, plot=False)  # ... and are replayed, not duplicated
     assert _outputs(cut) == reference
 
     # 2. trained for fewer steps, then extended with --steps
     short = tmp_path / "short"
-    _trainer(short, steps=12).run()
-    Trainer.from_run_dir(short, steps=22).run(resume=True)
+    _trainer(short, steps=12).run(plot=False)
+    Trainer.from_run_dir(short, steps=22).run(resume=True, plot=False)
     assert _outputs(short) == reference
 
     # a different seed gives a different run (the comparison above can fail)
     other = tmp_path / "other"
-    _trainer(other, seed=6).run()
+    _trainer(other, seed=6).run(plot=False)
     assert _outputs(other)["metrics"] != reference["metrics"]
 
 
@@ -164,21 +164,37 @@ def _small_algo_config(cfg_cls):
     return dataclasses.replace(cfg, **{k: v for k, v in small.items() if hasattr(cfg, k)})
 
 
+def _home_scenario(algo, cfg_cls):
+    """The first scenario (p1..p4) whose environment the algorithm accepts."""
+    from agents import registry
+    from twin.errors import ConfigError
+
+    algo_cls, _ = registry.algorithm(algo)
+    for scenario in ("p1", "p2", "p3", "p4"):
+        scenario_cfg = registry.scenario_config(scenario, ["episode_steps=4"])
+        try:
+            algo_cls(registry.make_env(scenario, scenario_cfg, 2), _small_algo_config(cfg_cls), 0)
+        except ConfigError:
+            continue
+        return scenario, scenario_cfg
+    pytest.fail(f"{algo}: no scenario accepts it")
+
+
 @pytest.mark.parametrize("algo", sorted(set(__import__("agents.registry").registry.ALGORITHMS) - {"toy"}))
-def test_registered_algorithm_resumes_exactly_on_p1(tmp_path, algo):
-    """Every registered algorithm on a short-episode P1: interrupted + resumed == uninterrupted."""
+def test_registered_algorithm_resumes_exactly(tmp_path, algo):
+    """Every registered algorithm on short episodes of its scenario: interrupted + resumed == uninterrupted."""
     import dataclasses
 
     from agents import registry
 
-    scenario_cfg = registry.scenario_config("p1", ["episode_steps=4"])
     _, cfg_cls = registry.algorithm(algo)
-    cfg = TrainConfig(scenario="p1", algo=algo, steps=12, num_envs=2, seed=3, log_every=2, eval_every=6,
-                      eval_episodes=2, checkpoint_every=4)
     algo_cfg = _small_algo_config(cfg_cls)
-    Trainer(tmp_path / "a", cfg, scenario_cfg, algo_cfg).run()
-    Trainer(tmp_path / "b", dataclasses.replace(cfg, steps=8), scenario_cfg, algo_cfg).run()
-    Trainer.from_run_dir(tmp_path / "b", steps=12).run(resume=True)
+    scenario, scenario_cfg = _home_scenario(algo, cfg_cls)
+    cfg = TrainConfig(scenario=scenario, algo=algo, steps=12, num_envs=2, seed=3, log_every=2, eval_every=6,
+                      eval_episodes=2, checkpoint_every=4)
+    Trainer(tmp_path / "a", cfg, scenario_cfg, algo_cfg).run(plot=False)
+    Trainer(tmp_path / "b", dataclasses.replace(cfg, steps=8), scenario_cfg, algo_cfg).run(plot=False)
+    Trainer.from_run_dir(tmp_path / "b", steps=12).run(resume=True, plot=False)
     assert _outputs(tmp_path / "b") == _outputs(tmp_path / "a")
 
 
@@ -209,3 +225,18 @@ def test_mean_and_spread_interpolates_seeds_on_a_common_grid():
     grid, mean, std = mean_and_spread([([0, 10, 20], [0.0, 1.0, 2.0]), ([0, 20, 30], [2.0, 4.0, 9.0])])
     assert grid.tolist() == [0, 10, 20]  # only steps every seed reached
     assert np.allclose(mean, [1.0, 2.0, 3.0]) and np.allclose(std, [1.0, 1.0, 1.0])
+
+
+def test_cli_config_file_reproduces_a_run(tmp_path, capsys):
+    """`--config RUN/config.toml` starts a new run with the same resolved config (and results)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _cli(capsys, "train", "--scenario", "toy", "--algo", "toy", "--steps", "10", "--num-envs", "2", "--seed", "4",
+                "--out", str(first), "--set", "scenario.n_elements=5", "--set", "algo.hidden=8,8", "--quiet")[0] == 0
+    code, _, err = _cli(capsys, "train", "--config", str(first / runs.CONFIG_TOML), "--out", str(second), "--quiet")
+    assert code == 0, err
+    assert json.loads((second / runs.CONFIG_JSON).read_text()) == json.loads((first / runs.CONFIG_JSON).read_text())
+    assert _outputs(second) == _outputs(first)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nspeed = 3\n")
+    code, _, err = _cli(capsys, "train", "--config", str(bad), "--out", str(tmp_path / "x"))
+    assert code == 2 and "train.speed" in err and err.count("\n") == 1

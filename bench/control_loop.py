@@ -1,0 +1,179 @@
+"""Control-loop latency: 1 BS + 4 surface agent processes on loopback, ZeroMQ and MQTT.
+
+Each configuration starts the bus (the twin server hosts the ZeroMQ hub; Mosquitto with
+``set_tcp_nodelay true`` for MQTT), optionally one emulated board per surface
+(``ristwin board emulate --tcp``, wire-time model on), five ``ristwin agent`` processes,
+and runs the twin server in this process back to back (period 0). Slot latency = from the
+server publishing the observations to the last action arriving (what the slot clock
+waits for); slots/s includes the twin's physics step and the run log.
+
+With emulated boards the ratio column compares each slot's latency with the slowest
+surface's driver apply time that slot (the serial exchange: wire time + board latch), i.e.
+how much the runtime adds on top of the serial link.
+
+    /work/venv/bin/python bench/control_loop.py --slots 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
+    import torch
+
+    from agents import registry
+    from agents.bundle import export_bundle
+    from twin.scenarios import get_scenario
+
+    torch.manual_seed(0)
+    cfg = get_scenario("p1", n_irs=n_irs)
+    env = registry.make_env("p1", cfg, 1)
+    cls, ccls = registry.algorithm(algo)
+    a = cls(env, ccls(), 0)
+    return export_bundle(out, algo, "p1", cfg, a.actors(), {x: a.role_of(x) for x in env.agent_ids},
+                         env.observation_spaces, env.action_spaces)
+
+
+def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path) -> dict:
+    from controller.deploy import load_deployment
+    from controller.runlog import read_runlog
+    from controller.twin_server import TwinServer
+
+    procs: list[subprocess.Popen] = []
+    log = open(work / f"{kind}-{driver}.log", "wb")
+    agents = ["bs0"] + [f"irs{i}" for i in range(n_irs)]
+    lines = [
+        "[deployment]", f'name = "bench"', f'bundle = "{bundle}"', "seed = 1", f"slots = {slots}",
+        "deadline_ms = 500", "period_ms = 0", f'runlog = "{work}/{kind}-{driver}.jsonl"', "",
+        "[transport]", f'kind = "{kind}"',
+    ]
+    try:
+        if kind == "zmq":
+            lines += [f"pub_port = {free_port()}", f"sub_port = {free_port()}"]
+        else:
+            port = free_port()
+            conf = work / "mosquitto.conf"
+            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                            f"persistence false\nlog_dest none\n" + ("user root\n" if os.geteuid() == 0 else ""))
+            procs.append(subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+                                          stdout=log, stderr=subprocess.STDOUT))
+            wait_port(port)
+            lines += [f"mqtt_port = {port}"]
+        for a in agents:
+            lines += ["", "[[agent]]", f'id = "{a}"']
+            if a == "bs0":
+                continue
+            if driver == "sim":
+                lines += ['driver = "sim://?elements=10&bits=1,2,3"']
+            else:
+                port = free_port()
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "controller", "board", "emulate", "--tcp", str(port), "--elements", "10",
+                     "--bits", "1,2,3", "--baud", str(baud)], stdout=log, stderr=subprocess.STDOUT))
+                wait_port(port)
+                lines += [f'driver = "socket://127.0.0.1:{port}?baud={baud}"']
+        toml = work / f"{kind}-{driver}.toml"
+        toml.write_text("\n".join(lines) + "\n")
+        dep = load_deployment(toml)
+        for a in agents:
+            procs.append(subprocess.Popen([sys.executable, "-m", "controller", "agent", str(toml), "--id", a],
+                                          stdout=log, stderr=subprocess.STDOUT))
+        server = TwinServer(dataclasses.replace(dep.server_config(), join_timeout_s=120))
+        t0 = time.perf_counter()
+        summary = asyncio.run(server.run())
+        wall = time.perf_counter() - t0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        log.close()
+    records = read_runlog(dep.runlog, "slot")[min(20, slots // 10):]   # drop the warm-up slots
+    lat = np.array([r["latency_s"] for r in records if r["latency_s"] is not None]) * 1e3
+    walls = np.diff([r["t"] for r in records])
+    apply_ms = np.array([max(r["agents"][a]["timing"]["apply_s"] for a in agents[1:]) for r in records
+                         if not r["missed"]]) * 1e3
+    ratio = np.array([r["latency_s"] / max(r["agents"][a]["timing"]["apply_s"] for a in agents[1:])
+                      for r in records if not r["missed"] and r["latency_s"] is not None])
+    return {
+        "transport": kind, "driver": driver, "slots": len(records),
+        "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+        "slots_per_s": float(1.0 / np.mean(walls)) if len(walls) else float("nan"),
+        "missed": sum(len(r["missed"]) for r in records),
+        "apply_p50": float(np.median(apply_ms)), "ratio_p50": float(np.median(ratio)) if driver == "emu" else None,
+        "wall_s": wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slots", type=int, default=400)
+    ap.add_argument("--transports", default="zmq,mqtt")
+    ap.add_argument("--drivers", default="sim,emu")
+    ap.add_argument("--surfaces", type=int, default=4)
+    ap.add_argument("--baud", type=int, default=921600)
+    ap.add_argument("--algo", default="maq-pg")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="ristwin-bench-") as tmp:
+        work = Path(tmp)
+        bundle = make_bundle(work / "bundle", args.algo, args.surfaces)
+        rows = []
+        for kind in args.transports.split(","):
+            for drv in args.drivers.split(","):
+                rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work))
+    print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
+          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s}")
+    for r in rows:
+        ratio = f"{r['ratio_p50']:.2f}" if r["ratio_p50"] is not None else "-"
+        print(f"{r['transport']:9s} {r['driver']:6s} {r['slots']:5d} {r['p50']:7.2f} {r['p99']:7.2f} "
+              f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s}")
+    load = os.getloadavg()[0]
+    worst = {k: max((r["p99"] for r in rows if r["transport"] == k and r["driver"] == "sim"), default=float("nan"))
+             for k in ("zmq", "mqtt")}
+    print(f"summary: 1 BS + {args.surfaces} surfaces, sim drivers p99 zmq {worst['zmq']:.2f} ms / mqtt "
+          f"{worst['mqtt']:.2f} ms (targets 2 / 5 ms), load average {load:.1f} on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
