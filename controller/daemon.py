@@ -214,6 +214,7 @@ class AgentDaemon:
         return obs
 
     async def _answer(self, msg: m.Observation) -> None:
+        recv_lag = max(0.0, time.time() - msg.sent_at)   # bus delay (same-host clocks; NTP across hosts)
         t0 = time.perf_counter()
         obs = self._local_obs(msg.obs)
         try:
@@ -226,7 +227,7 @@ class AgentDaemon:
             await asyncio.sleep(self.cfg.delay_s)
         applied = self._apply(action) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
-        timing = {"decide_s": t1 - t0, "apply_s": t2 - t1, "recv_lag_s": max(0.0, time.time() - msg.sent_at)}
+        timing = {"decide_s": t1 - t0, "apply_s": t2 - t1, "recv_lag_s": recv_lag}
         await self._publish(f"act/{self.agent}", m.Action(msg.slot, self.agent, action, applied, timing))
         await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
         self.last_slot = msg.slot
@@ -292,4 +293,7 @@ class AgentDaemon:
 
 
 def run_daemon(cfg: DaemonConfig) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # a small actor gains nothing from threads; they only add jitter
     return asyncio.run(AgentDaemon(cfg).run())

@@ -19,6 +19,7 @@ A daemon that restarts mid-run says hello again and is welcomed back at the curr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import time
@@ -213,9 +214,9 @@ class TwinServer:
         slot = self.slot
         t0 = time.time()
         deadline = t0 + self.cfg.deadline_s
-        for agent in self.cfg.agents:
-            body = m.encode(m.Observation(slot, agent, obs[agent][0].numpy(), deadline, t0))
-            await self._publish(f"obs/{agent}", body)
+        bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
+        for topic, body in bodies:   # encode first, then send back to back: agents start together
+            await self._publish(topic, body)
         got, all_in_at = await self._collect(act_sub, slot, deadline)
 
         actions: dict[str, Any] = {}
@@ -283,7 +284,11 @@ class TwinServer:
 
             self.hub = ZmqHub(cfg.bus).start()
         try:
-            self.transport = await connect(cfg.bus, "twin")
+            bus = cfg.bus
+            if bus.kind == "zmq" and bus.curve_server_secret:
+                # On the hub host the server authenticates with the hub's own key pair.
+                bus = dataclasses.replace(bus, curve_client_secret=bus.curve_server_secret)
+            self.transport = await connect(bus, "twin")
             act_sub = await self.transport.subscribe("act/")
             await self.transport.subscribe("hello/", callback=self._on_hello)
             await self.transport.subscribe("hb/", callback=self._on_heartbeat)
@@ -342,6 +347,8 @@ class TwinServer:
 def serve(cfg: ServerConfig) -> dict[str, Any]:
     """Run a server until its slots are done or SIGTERM / SIGINT; return the summary."""
     import signal
+
+    torch.set_num_threads(1)  # B = 1 physics: threads only add jitter on a shared machine
 
     async def main() -> dict[str, Any]:
         server = TwinServer(cfg)

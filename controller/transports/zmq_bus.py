@@ -84,7 +84,7 @@ class ZmqHub:
             from zmq.auth.thread import ThreadAuthenticator
 
             public, secret = load_curve_keypair(cfg.curve_server_secret, "transport.curve_server_secret")
-            allowed: set[bytes] = set()
+            allowed: set[bytes] = {public}   # the hub host's own processes (the twin server)
             if cfg.curve_allowed_dir:
                 for f in sorted(Path(cfg.curve_allowed_dir).expanduser().glob("*.key")):
                     allowed.add(load_curve_public(f, f"transport.curve_allowed_dir/{f.name}"))
