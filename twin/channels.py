@@ -72,4 +72,5 @@ def gauss_markov(x: torch.Tensor, rho: float, generator: torch.Generator) -> tor
     lag-1 correlation rho (first-order Gauss-Markov fading)."""
     if rho >= 1.0:
         return x
-    return rho * x + math.sqrt(1.0 - rho * rho) * rayleigh(x.shape, generator, x.dtype)
+    w = rayleigh(x.shape, generator, x.dtype)
+    return w.mul_(math.sqrt(1.0 - rho * rho)).add_(x, alpha=rho)  # in place on the fresh draw

@@ -53,6 +53,10 @@ class P1Scene:
     amp_BR: torch.Tensor  # (B, L)
     amp_RU: torch.Tensor  # (B, L, K)
     amp_BU: torch.Tensor  # (B, K)
+    # the deterministic (LoS) part of each Rician channel, sqrt(g K/(K+1)) LoS: fixed within an
+    # episode, so a slot only redraws and adds the scattered part
+    H_BR_mean: torch.Tensor | None = None
+    h_RU_mean: torch.Tensor | None = None
 
     @property
     def num_envs(self) -> int:
@@ -65,14 +69,23 @@ class P1Scene:
     def index(self, i) -> "P1Scene":
         """The sub-batch ``i`` (an int keeps a batch axis of 1)."""
         sl = slice(i, i + 1) if isinstance(i, int) else i
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self)})
+        return dataclasses.replace(self, **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[sl]
+                                            for f in dataclasses.fields(self)})
 
 
-def _p1_channels(scn, H_BR_los, h_RU_los, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU):
+def _p1_means(scn, H_BR_los, h_RU_los, amp_BR, amp_RU):
     k = scn.rician_factor
-    H_BR = amp_BR[..., None, None] * rician(H_BR_los, H_BR_nlos, k)  # P1 eq. 34
-    h_RU = amp_RU[..., None] * rician(h_RU_los, h_RU_nlos, k)
-    h_BU = amp_BU[..., None] * h_BU_nlos  # Rayleigh direct link
+    a = math.sqrt(k / (k + 1.0))
+    return (amp_BR * a)[..., None, None] * H_BR_los, (amp_RU * a)[..., None] * h_RU_los
+
+
+def _p1_channels(scn, H_BR_mean, h_RU_mean, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU):
+    """H = sqrt(g) (sqrt(K/(K+1)) LoS + sqrt(1/(K+1)) NLoS) (P1 eq. 34); h_BU Rayleigh."""
+    b = math.sqrt(1.0 / (scn.rician_factor + 1.0))
+    cd = H_BR_nlos.dtype
+    H_BR = torch.addcmul(H_BR_mean, (amp_BR * b)[..., None, None].to(cd), H_BR_nlos)
+    h_RU = torch.addcmul(h_RU_mean, (amp_RU * b)[..., None].to(cd), h_RU_nlos)
+    h_BU = amp_BU[..., None].to(cd) * h_BU_nlos
     return H_BR, h_RU, h_BU
 
 
@@ -113,9 +126,11 @@ def sample_p1(scn, num_envs: int, generator: torch.Generator, dtype: torch.dtype
     amp_BU = _amp(log_distance_gain(d_BU, scn.pl_ref_db + scn.direct_blockage_db, scn.pl_exp_bs_user,
                                     scn.pl_ref_distance_m))
 
-    H_BR, h_RU, h_BU = _p1_channels(scn, H_BR_los, h_RU_los, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU)
+    H_BR_mean, h_RU_mean = _p1_means(scn, H_BR_los, h_RU_los, amp_BR, amp_RU)
+    H_BR, h_RU, h_BU = _p1_channels(scn, H_BR_mean, h_RU_mean, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU)
     return P1Scene(H_BR, h_RU, h_BU, bs_pos, irs_pos, user_pos, d_BR, d_RU, d_BU,
-                   H_BR_los, h_RU_los, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU)
+                   H_BR_los, h_RU_los, H_BR_nlos, h_RU_nlos, h_BU_nlos, amp_BR, amp_RU, amp_BU,
+                   H_BR_mean, h_RU_mean)
 
 
 def evolve_p1(scene: P1Scene, scn, generator: torch.Generator) -> P1Scene:
@@ -125,7 +140,10 @@ def evolve_p1(scene: P1Scene, scn, generator: torch.Generator) -> P1Scene:
     H_BR_nlos = gauss_markov(scene.H_BR_nlos, rho, generator)
     h_RU_nlos = gauss_markov(scene.h_RU_nlos, rho, generator)
     h_BU_nlos = gauss_markov(scene.h_BU_nlos, rho, generator)
-    H_BR, h_RU, h_BU = _p1_channels(scn, scene.H_BR_los, scene.h_RU_los, H_BR_nlos, h_RU_nlos, h_BU_nlos,
+    if scene.H_BR_mean is None or scene.h_RU_mean is None:  # a scene built by hand
+        scene = dataclasses.replace(scene, **dict(zip(("H_BR_mean", "h_RU_mean"), _p1_means(
+            scn, scene.H_BR_los, scene.h_RU_los, scene.amp_BR, scene.amp_RU))))
+    H_BR, h_RU, h_BU = _p1_channels(scn, scene.H_BR_mean, scene.h_RU_mean, H_BR_nlos, h_RU_nlos, h_BU_nlos,
                                     scene.amp_BR, scene.amp_RU, scene.amp_BU)
     return dataclasses.replace(scene, H_BR=H_BR, h_RU=h_RU, h_BU=h_BU,
                                H_BR_nlos=H_BR_nlos, h_RU_nlos=h_RU_nlos, h_BU_nlos=h_BU_nlos)

@@ -208,3 +208,14 @@ def test_seeded_determinism(sampler, name):
     tensors = [f.name for f in dataclasses.fields(a) if isinstance(getattr(a, f.name), torch.Tensor)]
     assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in tensors)
     assert not torch.equal(a.user_pos, c.user_pos)
+
+
+def test_evolved_p1_channels_follow_the_rician_formula():
+    # After a slot, every channel is still sqrt(g) (sqrt(K/(K+1)) LoS + sqrt(1/(K+1)) NLoS) (eq. 34).
+    scn = get_scenario("p1", rician_factor=4.0, fading_correlation=0.5)
+    s = evolve_p1(sample_p1(scn, 8, gen(13), dtype=torch.complex128), scn, gen(14))
+    a, b = math.sqrt(4 / 5), math.sqrt(1 / 5)
+    H = s.amp_BR[..., None, None] * (a * s.H_BR_los + b * s.H_BR_nlos)
+    h = s.amp_RU[..., None] * (a * s.h_RU_los + b * s.h_RU_nlos)
+    assert torch.allclose(s.H_BR, H, rtol=1e-12, atol=0) and torch.allclose(s.h_RU, h, rtol=1e-12, atol=0)
+    assert torch.allclose(s.h_BU, s.amp_BU[..., None] * s.h_BU_nlos, rtol=1e-12, atol=0)
