@@ -22,8 +22,8 @@ axis), and the best one is kept per environment. AO for one schedule alternates
   full budget, which can only raise every E[X]/E[Y], so tr(W W^H) = P_max always;
 * passive precoding (P4 III-B2): the same two transforms in phi give the surrogate
   g(phi) = 2 Re(v^H phi) - phi^H U phi (eqs. 28-34), maximized on the unit-modulus manifold by
-  Riemannian gradient ascent (tangent projection, normalization retraction, Armijo
-  backtracking so each step raises g).
+  Riemannian conjugate-gradient ascent (tangent projection, normalization retraction,
+  Polak-Ribiere+ directions, Armijo backtracking so each step raises g).
 
 Each block maximizes a surrogate that is tight at the current point, so the objective never
 decreases over AO iterations (P4 III-C). The reconstructed equations are project readings: the
@@ -62,7 +62,7 @@ class P4Statistics(Protocol):
 class AoConfig:
     """Iteration budgets (the paper gives none: project choices, enough to converge on p4)."""
 
-    ao_iters: int = 30  # outer AO iterations
+    ao_iters: int = 50  # outer AO iterations
     tol: float = 1e-4  # stop an environment when its relative gain per AO iteration is below this
     mo_iters: int = 10  # Riemannian gradient steps per passive step
     armijo_halvings: int = 20  # backtracking steps per manifold step
@@ -186,26 +186,32 @@ def _passive_step(mom: _Moments, W: torch.Tensor, phi: torch.Tensor, cfg: AoConf
 
     g = surrogate(x)
     tiny = torch.finfo(g.dtype).tiny
-    # First trial step 1/||U||_F <= 1/lambda_max(U): the gradient-ascent step that is safe for
-    # the quadratic g, capped so that no element turns by more than about one radian.
-    safe = 1.0 / U.abs().square().sum((-2, -1)).sqrt().clamp_min(tiny)
+    eps = torch.finfo(g.dtype).eps
+
+    def tangent(z: torch.Tensor, at: torch.Tensor) -> torch.Tensor:  # projection on T_at (|phi_n| = 1)
+        return z - (z * at.conj()).real.to(z.dtype) * at
+
+    # Riemannian conjugate gradient (Polak-Ribiere+, projection as vector transport), the
+    # manifold method of P4's reference [30]. Step: the exact maximizer of the quadratic g along
+    # the tangent direction, capped at about one radian per element, then Armijo backtracking
+    # after the retraction, so g never decreases.
+    riem = tangent(v - (U @ x[..., None]).squeeze(-1), x)  # d g / d phi^* projected (factor 2 dropped)
+    d = riem
     for _ in range(cfg.mo_iters):
-        euclid = v - (U @ x[..., None]).squeeze(-1)  # d g / d phi^*, up to the factor 2
-        riem = euclid - (euclid * x.conj()).real.to(x.dtype) * x  # projection on the tangent space
-        size = riem.abs().amax(-1)
-        step = torch.minimum(safe, 1.0 / size.clamp_min(tiny))
-        # Stationary to working precision (the best possible first-order gain is below the
-        # rounding of g): stay, instead of backtracking for nothing.
-        gain_bound = step * riem.abs().square().sum(-1)
-        moved = gain_bound <= 64 * torch.finfo(g.dtype).eps * g.abs().clamp_min(tiny)
+        slope = (d.conj() * riem).sum(-1).real  # first-order gain per unit step (halved)
+        curv = (d.conj() * (U @ d[..., None]).squeeze(-1)).sum(-1).real
+        step = torch.where(curv > 0, slope / curv.clamp_min(tiny), torch.full_like(slope, torch.inf))
+        step = torch.minimum(step, 1.0 / d.abs().amax(-1).clamp_min(tiny))
+        # Stationary to working precision (the possible gain is below the rounding of g): stay.
+        moved = step * slope <= 64 * eps * g.abs().clamp_min(tiny)
         if bool(moved.all()):
             break
         x_next, g_next = x, g
         for _ in range(cfg.armijo_halvings):
-            trial = x + step[:, None].to(x.dtype) * riem
+            trial = x + step[:, None].to(x.dtype) * d
             trial = trial / trial.abs().clamp_min(tiny).to(x.dtype)  # retraction onto |phi_n| = 1
             g_trial = surrogate(trial)
-            ok = ~moved & (g_trial >= g + 1e-4 * step * riem.abs().square().sum(-1))
+            ok = ~moved & (g_trial >= g + 1e-4 * step * slope)
             x_next = torch.where(ok[:, None], trial, x_next)
             g_next = torch.where(ok, g_trial, g_next)
             moved = moved | ok
@@ -213,6 +219,13 @@ def _passive_step(mom: _Moments, W: torch.Tensor, phi: torch.Tensor, cfg: AoConf
                 break
             step = step * 0.5
         x, g = x_next, g_next
+        riem_new = tangent(v - (U @ x[..., None]).squeeze(-1), x)
+        moved_d = tangent(d, x)
+        beta = ((riem_new.conj() * (riem_new - tangent(riem, x))).sum(-1).real / riem.abs().square().sum(-1).clamp_min(tiny)).clamp_min(0.0)
+        d = riem_new + beta[:, None].to(x.dtype) * moved_d
+        ascent = (d.conj() * riem_new).sum(-1).real > 0
+        d = torch.where(ascent[:, None], d, riem_new)  # restart with the gradient if not an ascent direction
+        riem = riem_new
     return x.reshape(B, L, N)
 
 
