@@ -231,9 +231,10 @@ class SerialDriver(SurfaceDriver):
             if problem is not None:
                 return problem, None
             data = self._read_some(deadline)
-            if not data:
-                return "timeout", None
-            self._backlog.extend(self._decoder.feed(data))
+            if data:
+                self._backlog.extend(self._decoder.feed(data))
+            if not self._backlog and time.monotonic() >= deadline:
+                return "timeout", None  # also ends a slow trickle of bytes that never forms a frame
 
     def _request(self, mtype: int, payload: bytes = b"", flags: int = 0, reply_bytes: int = 32) -> bytes:
         """Send one request until its reply arrives; return the ACK body.

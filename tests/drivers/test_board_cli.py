@@ -48,6 +48,7 @@ def test_bad_url_is_one_line_error():
     from controller.cli import main
 
     assert main(["board", "test", "nope://x"]) == 2
+    assert main(["board", "info", "serial:///dev/ristwin-no-such-port?baud=115200"]) == 2
 
 
 def test_emulate_command_serves_a_pty_until_sigterm():

@@ -6,6 +6,8 @@ import time
 import numpy as np
 import pytest
 
+import drivers
+
 from drivers.base import ApplyError, LinkError
 from drivers.emulator import BoardEmulator, Faults
 from drivers.serial_driver import SerialDriver
@@ -125,8 +127,7 @@ def test_unplug_and_replug_on_the_same_socket():
     rng = np.random.default_rng(8)
     with BoardEmulator(16, (1, 2), model_wire=False, tcp_port=0) as emu:
         port = emu.port
-        drv = SerialDriver(f"socket://127.0.0.1:{port}", timeout_s=0.01, reconnect_s=1.0)
-        drv.connect()
+        drv = drivers.open(f"socket://127.0.0.1:{port}?timeout_ms=10&reconnect_ms=1000")
         drv.apply(rand(rng, 16, 1))
     with BoardEmulator(16, (1, 2), model_wire=False, tcp_port=port) as emu2:  # bridge restarted
         config = rand(rng, 16, 2)
@@ -146,4 +147,20 @@ def test_watchdog_is_rearmed_after_a_board_reset():
         time.sleep(0.25)
         assert emu.latched == safe and drv.readback() == safe
         assert drv.stats["reboots"] >= 1
+        drv.close()
+
+
+def test_a_trickle_of_garbage_cannot_stall_the_driver():
+    with BoardEmulator(16, (1,), model_wire=False) as emu:
+        drv = driver(emu, retries=2, timeout_s=0.02)
+
+        def trickle(deadline):  # a babbling line: one non-delimiter byte every 2 ms, forever
+            time.sleep(0.002)
+            return b"\x55"
+
+        drv._read_some = trickle
+        t0 = time.monotonic()
+        with pytest.raises(ApplyError):
+            drv.apply(SurfaceConfig.safe(16))
+        assert time.monotonic() - t0 < 1.0  # bounded by (retries + 1) x timeout, not by the babble
         drv.close()
