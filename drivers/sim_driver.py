@@ -21,6 +21,7 @@ from drivers.base import (
     ApplyRecord,
     BoardInfo,
     BoardStatus,
+    NackError,
     SurfaceDriver,
     check_config,
     finish_apply,
@@ -28,6 +29,7 @@ from drivers.base import (
     reject_unknown,
     split_url,
 )
+from drivers.protocol import ErrorCode
 from twin.errors import ConfigError, DriverError
 from twin.surface_config import MAX_PHASE_BITS, SurfaceConfig
 
@@ -69,6 +71,7 @@ class SimDriver(SurfaceDriver):
         self._latched = self._effective(SurfaceConfig.safe(n_elements, self._info.resolutions[0]))
         self._latch_count = 0
         self._watchdog: tuple[float, SurfaceConfig | None] | None = None
+        self._codebook: dict[int, SurfaceConfig] = {}
         self._last_contact = self._boot
         self._safe_active = False
         self._trips = 0
@@ -178,6 +181,26 @@ class SimDriver(SurfaceDriver):
             self._watchdog[0] if self._watchdog else 0.0, self._safe_active,
             dict(watchdog_trips=self._trips),
         )
+
+    def codebook_store(self, slot: int, config: SurfaceConfig) -> None:
+        check_config(config, self._info)
+        if not 0 <= slot < self._info.codebook_slots:
+            raise ConfigError(f"slot: {slot} is outside the board's codebook 0..{self._info.codebook_slots - 1}")
+        self._contact()
+        self._codebook[slot] = config
+
+    def codebook_apply(self, slot: int) -> SurfaceConfig:
+        """Latch a stored entry; returns the read-back state (stuck elements included)."""
+        self._contact()
+        if slot not in self._codebook:
+            raise NackError(
+                f"CODEBOOK_APPLY: board refused the request (EMPTY_SLOT, detail {slot}); store the slot first",
+                ErrorCode.EMPTY_SLOT, slot,
+            )
+        self._latched = self._effective(self._codebook[slot])
+        self._latch_count += 1
+        self._safe_active = False
+        return self._latched
 
     def watchdog(self, timeout_s: float, safe: SurfaceConfig | None = None) -> None:
         if timeout_s < 0:

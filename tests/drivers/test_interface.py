@@ -145,3 +145,17 @@ def test_energy_buffer_refuses_unaffordable_switching(make):
         drv.apply(b)
     assert drv.readback() == a  # refused means nothing latched
     assert drv.status().energy_j < 1e-6
+
+
+def test_codebook_store_and_apply(make):
+    drv = make()
+    beams = [rand(3, 20 + k) for k in range(3)]
+    for slot, beam in enumerate(beams):
+        drv.codebook_store(slot, beam)
+    drv.apply(rand(1, 30))
+    for slot in (2, 0, 1):
+        assert drv.codebook_apply(slot) == beams[slot] == drv.readback()
+    with pytest.raises(ConfigError, match="slot"):
+        drv.codebook_store(99, beams[0])
+    with pytest.raises(base.NackError, match="EMPTY_SLOT"):
+        drv.codebook_apply(5)
