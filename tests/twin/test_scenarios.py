@@ -103,3 +103,13 @@ def test_overrides_apply_and_parse_from_strings():
 def test_element_power_outside_table_is_a_clear_error():
     with pytest.raises(ConfigError, match="^bits: resolution 7 has no element power"):
         get_scenario("p1").element_power_w(7)
+
+
+def test_cli_scenario_prints_resolved_preset(capsys):
+    from controller.cli import main as cli_main
+
+    assert cli_main(["twin", "scenario", "p3", "--set", "n_surfaces=3"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["n_surfaces"] == 3 and shown["carrier_ghz"] == 28.0
+    assert cli_main(["twin", "scenario", "p3", "--set", "n_surfaces=-1"]) == 2
+    assert capsys.readouterr().err.startswith("ristwin: error: n_surfaces:")
