@@ -276,6 +276,8 @@ class Bundle:
         x = np.asarray(obs, dtype=np.float32)
         if x.shape != (self._obs_dim[agent_id],):
             raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({self._obs_dim[agent_id]},)")
+        if not np.isfinite(x).all():
+            raise BundleError(f"decide({agent_id}): observation contains NaN or inf")
         with torch.inference_mode():
             out = actor(torch.from_numpy(x).unsqueeze(0))
         if isinstance(out, torch.Tensor):

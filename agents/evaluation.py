@@ -70,6 +70,10 @@ def actors_policy(actors: Mapping[str, Actor], role_of: Callable[[str], str]) ->
         with torch.inference_mode():
             return {a: actors[role_of(a)](o) for a, o in obs.items()}
 
+    # Roles that override the local decisions (P3 MAGAR's periodic global agent) wrap the rest.
+    for actor in actors.values():
+        if hasattr(actor, "wrap_policy"):
+            policy = actor.wrap_policy(policy)
     return policy
 
 
@@ -211,7 +215,7 @@ def plot_learning_curves(groups: Mapping[str, Sequence[tuple[Sequence[float], Se
         grid, mean, std = mean_and_spread(curves)
         if grid.size == 0:
             continue
-        line, = ax.plot(grid, mean, label=f"{name} (n={len(curves)})")
+        line, = ax.plot(grid, mean, marker="o" if grid.size < 20 else None, label=f"{name} (n={len(curves)})")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -217,7 +217,8 @@ def _config_value(config: dict, key: str) -> Any:
 @click.command("compare")
 @click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory for the plots and compare.json.")
-@click.option("--metric", default="eval_reward", show_default=True, help="eval.csv column for the learning curves.")
+@click.option("--metric", default="eval_reward", show_default=True,
+              help="Learning-curve column: eval_* from eval.csv (deterministic), others from metrics.csv (training).")
 @click.option("--sweep", default=None, metavar="KEY", help="Config key varied across runs (e.g. scenario.n_irs): adds a Fig. 4-like plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def compare(runs_: tuple[Path, ...], out: Path | None, metric: str, sweep: str | None, as_json: bool) -> None:
@@ -237,9 +238,10 @@ def compare(runs_: tuple[Path, ...], out: Path | None, metric: str, sweep: str |
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 raise ConfigError(f"--sweep: {sweep} must be a number in every run, got {x!r} in {run}")
         group = algo if x is None else f"{algo} {sweep.split('.')[-1]}={x:g}"
-        xs, ys = runs.read_series(run / runs.EVAL_CSV, metric)
+        csv_path = run / (runs.EVAL_CSV if metric.startswith("eval_") else runs.METRICS_CSV)
+        xs, ys = runs.read_series(csv_path, metric)
         if not xs:
-            raise ConfigError(f"{run / runs.EVAL_CSV}: no {metric!r} values; is the run trained (see --metric)?")
+            raise ConfigError(f"{csv_path}: no {metric!r} values; is the run trained (see --metric)?")
         final_path = run / "final_eval.json"
         final = json.loads(final_path.read_text()) if final_path.is_file() else {metric: ys[-1]}
         curves[group].append((xs, ys))

@@ -148,6 +148,8 @@ def test_bundle_for_another_scenario_shape_is_refused(tmp_path):
     b = load_bundle(path)
     with pytest.raises(BundleError, match=r"decide\(irs0\).*expects \(5,\)"):
         b.decide("irs0", np.zeros(6, np.float32))
+    with pytest.raises(BundleError, match="NaN"):
+        b.decide("irs0", np.full(5, np.nan, np.float32))
     with pytest.raises(BundleError, match="not served"):
         b.decide("irs9", np.zeros(5, np.float32))
     # spec edited consistently with a recomputed hash: the actor itself no longer fits
