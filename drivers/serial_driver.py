@@ -65,8 +65,12 @@ class SerialDriver(SurfaceDriver):
     ) -> None:
         if verify not in ("crc", "full"):
             raise ConfigError(f"verify: {verify!r} is not 'crc' or 'full'")
-        if retries < 0 or timeout_s <= 0 or baud <= 0:
-            raise ConfigError("retries must be >= 0, timeout_ms and baud > 0")
+        if retries < 0:
+            raise ConfigError(f"retries: must be >= 0, got {retries}")
+        if timeout_s <= 0:
+            raise ConfigError(f"timeout_ms: must be > 0, got {timeout_s * 1000:g}")
+        if baud <= 0:
+            raise ConfigError(f"baud: must be > 0, got {baud}")
         self.port_url = port_url
         self.baud = baud
         self.timeout_s = timeout_s

@@ -152,3 +152,14 @@ def test_payload_round_trip(msg):
 def test_short_payload_is_a_payload_error():
     with pytest.raises(p.PayloadError):
         p.LatchAck.unpack(b"\x01")
+
+
+def test_golden_vectors():
+    # the byte-exact examples of docs/PROTOCOL.md section 9a, for firmware authors
+    assert p.encode_frame(p.Frame(p.MsgType.INFO, 1)).hex(" ") == "00 04 01 01 01 01 01 01 05 df 2e 27 cd 00"
+    config = SurfaceConfig(2, np.array([1, 2, 3, 0, 1]), np.array([1, 1, 0, 1, 1], bool))
+    (payload,), flags = p.chunk_image(config, 7)
+    assert payload.hex(" ") == "02 05 00 07 00 00 00 03 00 39 01 1b" and flags == 0
+    assert p.image_crc(config) == 0x4785FFA0
+    wire = p.encode_frame(p.Frame(p.MsgType.SET_CONFIG, 0x1234, payload, flags))
+    assert wire.hex(" ") == "00 05 01 02 34 12 02 0c 03 02 05 02 07 01 01 02 03 08 39 01 1b 5a 27 df 0f 00"
