@@ -47,9 +47,10 @@ class TrainConfig:
     eval_every: int = 1_000        # steps between deterministic evaluations (eval.csv)
     eval_episodes: int = 8         # evaluation episodes (one batch)
     checkpoint_every: int = 1_000  # steps; the checkpoint is taken at the next episode boundary
+    threads: int = 1               # torch intra-op threads; fixed so results do not depend on the core count
 
     def check(self) -> "TrainConfig":
-        for name in ("steps", "num_envs", "log_every", "eval_every", "eval_episodes", "checkpoint_every"):
+        for name in ("steps", "num_envs", "log_every", "eval_every", "eval_episodes", "checkpoint_every", "threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be a positive integer, got {v!r}")
@@ -174,6 +175,7 @@ class Trainer:
         if not resume and (ckpt_path.exists() or (self.run_dir / runs.CONFIG_JSON).exists()):
             raise ConfigError(f"--out: {self.run_dir} already holds a run; pass --resume to continue it or choose a new directory")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(c.threads)
         self._build()
         metrics = runs.MetricsCSV(self.run_dir / runs.METRICS_CSV)
         evals = runs.MetricsCSV(self.run_dir / runs.EVAL_CSV)

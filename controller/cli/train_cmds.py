@@ -44,20 +44,21 @@ def _split_sets(assignments: tuple[str, ...]) -> tuple[list[str], list[str]]:
 @click.option("--eval-every", type=int, default=None, help="Steps between deterministic evaluations.  [default: 1000]")
 @click.option("--eval-episodes", type=int, default=None, help="Episodes per evaluation.  [default: 8]")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints (taken at the next episode end).  [default: 1000]")
+@click.option("--threads", type=int, default=None, help="Torch intra-op threads (results are bit-identical only at equal counts).  [default: 1]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="TOML with [train], [scenario], [algo] tables (e.g. another run's config.toml); options and --set win.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same results as uninterrupted).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(scenario: str | None, algo: str | None, steps: int | None, num_envs: int | None, seed: int | None, out: Path,
           assignments: tuple[str, ...], log_every: int | None, eval_every: int | None,
-          eval_episodes: int | None, checkpoint_every: int | None, config_file: Path | None, resume: bool,
+          eval_episodes: int | None, checkpoint_every: int | None, threads: int | None, config_file: Path | None, resume: bool,
           quiet: bool) -> None:
     """Train ALGO on SCENARIO into the run directory --out; ends with the actor bundle in OUT/bundle."""
     from agents import registry, runs
     from agents.training import TrainConfig, Trainer
 
     loop_opts = {"num_envs": num_envs, "seed": seed, "log_every": log_every, "eval_every": eval_every,
-                 "eval_episodes": eval_episodes, "checkpoint_every": checkpoint_every}
+                 "eval_episodes": eval_episodes, "checkpoint_every": checkpoint_every, "threads": threads}
     if resume and (out / runs.CONFIG_JSON).exists():
         trainer = Trainer.from_run_dir(out, steps=steps)
         saved = trainer.cfg
