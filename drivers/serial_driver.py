@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import binascii
 import collections
+import functools
 import os
 import select
 import socket
+import threading
 import time
 
 import serial
@@ -45,6 +47,17 @@ from twin.surface_config import SurfaceConfig
 
 _KNOWN = {"baud", "timeout_ms", "retries", "reconnect_ms", "verify"}
 _T = p.MsgType
+
+
+def _locked(method):
+    """Serialize public calls: one request in flight per board (stop-and-wait)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class _Rebooted(Exception):
@@ -79,6 +92,7 @@ class SerialDriver(SurfaceDriver):
         self.verify = verify
         self.url = url or port_url
         self.connected = False
+        self._lock = threading.RLock()
         self._port: serial.SerialBase | None = None
         self._fd: int | None = None
         self._sock: socket.socket | None = None
@@ -309,6 +323,7 @@ class SerialDriver(SurfaceDriver):
 
     # ------------------------------------------------------------------ session
 
+    @_locked
     def connect(self) -> BoardInfo:
         if self._port is None:
             self._open_port()
@@ -316,6 +331,7 @@ class SerialDriver(SurfaceDriver):
         self._needs_handshake = True
         return self._ensure()
 
+    @_locked
     def reconnect(self, url: str | None = None) -> BoardInfo:
         """Reopen the link, optionally at a new URL (a board that came back as another device)."""
         if url is not None:
@@ -357,15 +373,18 @@ class SerialDriver(SurfaceDriver):
             self._arm_watchdog(*self._watchdog_cfg)
         return self._info
 
+    @_locked
     def info(self) -> BoardInfo:
         return self._ensure()
 
+    @_locked
     def close(self) -> None:
         self._close_port()
         self.connected = False
 
     # ------------------------------------------------------------------ surface
 
+    @_locked
     def apply(self, config: SurfaceConfig, *, on_mismatch: str = "raise") -> SurfaceConfig:
         t0, c0, r0 = time.perf_counter(), time.thread_time(), self.stats["retries"]
         info = self._ensure()
@@ -447,6 +466,7 @@ class SerialDriver(SurfaceDriver):
         except DriverError as exc:
             raise ApplyError(f"latched, but readback failed ({exc}); the latched state is unverified", config, None) from None
 
+    @_locked
     def readback(self) -> SurfaceConfig:
         self._ensure()
         room = self._info.max_payload - 1 - p.ReadbackReply._ST.size
@@ -472,6 +492,7 @@ class SerialDriver(SurfaceDriver):
                 return config
         raise LinkError("READBACK: the latched state kept changing while it was read")
 
+    @_locked
     def status(self) -> BoardStatus:
         self._ensure()
         s = p.StatusReply.unpack(self._call(_T.STATUS, reply_bytes=64))
@@ -483,6 +504,7 @@ class SerialDriver(SurfaceDriver):
                  duplicates=s.duplicates, watchdog_trips=s.watchdog_trips),
         )
 
+    @_locked
     def codebook_store(self, slot: int, config: SurfaceConfig) -> None:
         info = self._ensure()
         check_config(config, info)
@@ -492,12 +514,14 @@ class SerialDriver(SurfaceDriver):
         if ack.readback_crc != p.image_crc(config):
             raise DriverError(f"CODEBOOK_STORE: slot {slot} holds a different image than sent")
 
+    @_locked
     def codebook_apply(self, slot: int) -> SurfaceConfig:
         """Latch a stored codebook entry (one small frame); returns the read-back state."""
         self._ensure()
         self._latch_id = p.LatchAck.unpack(self._call(_T.CODEBOOK_APPLY, bytes([slot]))).latch_id
         return self.readback()
 
+    @_locked
     def watchdog(self, timeout_s: float, safe: SurfaceConfig | None = None) -> None:
         if timeout_s < 0:
             raise ConfigError("timeout_s: must be >= 0 (0 disarms the watchdog)")
@@ -514,6 +538,7 @@ class SerialDriver(SurfaceDriver):
             self.codebook_store(slot, safe)
         self._call(_T.WATCHDOG, p.WatchdogRequest(int(round(timeout_s * 1000)), slot).pack())
 
+    @_locked
     def reset(self) -> None:
         """Reboot the board (latched state returns to all OFF)."""
         self._ensure()

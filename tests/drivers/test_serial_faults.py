@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import drivers
 
@@ -164,3 +166,29 @@ def test_a_trickle_of_garbage_cannot_stall_the_driver():
             drv.apply(SurfaceConfig.safe(16))
         assert time.monotonic() - t0 < 1.0  # bounded by (retries + 1) x timeout, not by the babble
         drv.close()
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=150, deadline=None)
+def test_any_garbage_before_the_reply_is_skipped(garbage):
+    """Fuzz the driver's receive path: whatever precedes a valid ACK, apply succeeds, no other exception."""
+    from drivers import protocol as p
+    from drivers.base import BoardInfo
+
+    drv = SerialDriver("stub", timeout_s=0.01, retries=1)
+    drv.connected, drv._needs_handshake, drv._port = True, False, object()
+    drv._info = BoardInfo(12, (1, 2), 921600, "stub", p.PROTOCOL_VERSION)
+    config = SurfaceConfig(2, np.arange(12) % 4, np.arange(12) % 3 > 0)
+    sent = []
+    drv._send = sent.append
+
+    def reply(deadline):
+        if len(sent) > len(replies):
+            ack = p.LatchAck(True, 1, p.image_crc(config)).pack()
+            replies.append(garbage + p.encode_frame(p.Frame(p.MsgType.ACK, drv._seq, bytes([p.MsgType.SET_CONFIG]) + ack)))
+            return replies[-1]
+        return b""
+
+    replies = []
+    drv._read_some = reply
+    assert drv.apply(config) == config
