@@ -25,11 +25,12 @@ from twin.envs import make_env
 TARGET_P1_1024 = 300_000
 
 
-def measure(name: str, batch: int, min_seconds: float, seed: int = 0) -> tuple[float, float, float]:
+def measure(name: str, batch: int, min_seconds: float, seed: int = 0,
+            overrides: dict | None = None) -> tuple[float, float, float]:
     """(wall ms per batched step, process-CPU ms per batched step, environment steps per
     second by wall clock), best of three timed runs. On a shared machine the CPU time is the
     better estimate of the work (other processes' load inflates wall time)."""
-    env = make_env(name, num_envs=batch, seed=seed)
+    env = make_env(name, num_envs=batch, seed=seed, overrides=overrides)
     gen = torch.Generator().manual_seed(seed)
     pool = [env.sample_actions(gen) for _ in range(8)]
     with torch.inference_mode():
@@ -56,6 +57,9 @@ def main() -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 1024])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=1.5, help="approximate timing budget per cell")
+    ap.add_argument("--no-static", action="store_true",
+                    help="skip the extra p1 row with static channels (fading_correlation = 1), which "
+                         "separates the cost of the per-slot Gauss-Markov channel evolution")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -63,11 +67,14 @@ def main() -> None:
     for col in ("paper", "batch", "wall ms / step", "CPU ms / step", "env steps / s (wall)"):
         table.add_column(col, justify="right")
     results = {}
-    for name in args.papers:
+    rows = [(name, name, None) for name in args.papers]
+    if "p1" in args.papers and not args.no_static:
+        rows.insert(args.papers.index("p1") + 1, ("p1 static", "p1", {"fading_correlation": 1.0}))
+    for label, name, overrides in rows:
         for b in args.batches:
-            ms, cpu_ms, sps = measure(name, b, args.seconds)
-            results[(name, b)] = sps
-            table.add_row(name, str(b), f"{ms:.3f}", f"{cpu_ms:.3f}", f"{sps:,.0f}")
+            ms, cpu_ms, sps = measure(name, b, args.seconds, overrides=overrides)
+            results[(label, b)] = sps
+            table.add_row(label, str(b), f"{ms:.3f}", f"{cpu_ms:.3f}", f"{sps:,.0f}")
     console = Console(width=100)
     console.print(table)
     if ("p1", 1024) in results:
