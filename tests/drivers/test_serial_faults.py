@@ -72,7 +72,7 @@ def test_large_multichunk_board_with_faults_and_reboots():
 
 def test_slow_board_is_retried_without_double_apply():
     with BoardEmulator(16, (1,), model_wire=False, faults=Faults(slow_ms=25)) as emu:
-        drv = driver(emu, retries=8, timeout_s=0.01)
+        drv = driver(emu, retries=30, timeout_s=0.01)
         rng = np.random.default_rng(0)
         for _ in range(5):
             config = rand(rng, 16, 1)
