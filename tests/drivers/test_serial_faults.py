@@ -50,7 +50,7 @@ def run_applies(emu, drv, count, n, resolutions, seed=0):
 
 def test_thousand_applies_with_one_percent_drops_and_corruption():
     with BoardEmulator(32, (1, 2, 3), model_wire=False, faults=Faults(drop=0.01, corrupt=0.01, seed=1)) as emu:
-        drv = driver(emu, retries=20, timeout_s=0.005)
+        drv = driver(emu, retries=30, timeout_s=0.01)
         verified, failed = run_applies(emu, drv, 1000, 32, (1, 2, 3))
         drv.close()
     assert verified + failed == 1000
