@@ -13,8 +13,10 @@ import json
 from typing import Any, Iterable, Mapping
 
 from agents.base import Algorithm
+from agents.dqn import MADQN, MADQNLR, MADQNConfig, MADQNLRConfig, QLearning, QLearningConfig
 from agents.il import ILConfig, IndependentLearners
 from agents.maddpg import MADDPG, MADDPGConfig
+from agents.magar import MAGAR, MAGARConfig
 from agents.maq import MAQPG, MAQWP, MAQPGConfig, MAQWPConfig
 from twin.envs.base import BatchedEnv
 from twin.errors import ConfigError
@@ -26,6 +28,10 @@ ALGORITHMS: dict[str, tuple[type[Algorithm], type]] = {
     "maq-pg": (MAQPG, MAQPGConfig),
     "maddpg": (MADDPG, MADDPGConfig),
     "il": (IndependentLearners, ILConfig),
+    "magar": (MAGAR, MAGARConfig),             # P3
+    "madqn": (MADQN, MADQNConfig),             # P3 benchmark, global reward
+    "madqn-lr": (MADQNLR, MADQNLRConfig),      # P3 benchmark, local rewards
+    "q-learning": (QLearning, QLearningConfig),  # P3 benchmark, tabular
 }
 
 # scenario -> "module:EnvClass" (imported on first use), or (EnvClass, ConfigDataclass) for a
