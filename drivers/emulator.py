@@ -93,8 +93,7 @@ class BoardCore:
         self.energy = energy
         self.supply_mv = supply_mv
         self.boot_watchdog_ms = boot_watchdog_ms  # armed from power-on (built-in safe pattern)
-        self.boot_count = 0
-        self.counters = dict(rx_frames=0, crc_errors=0, nacks=0, duplicates=0, watchdog_trips=0)
+        self.boot_count = 0  # non-volatile: survives reboots
         self.reboot(p.BootReason.POWER_ON, now)
 
     # -- state ---------------------------------------------------------------
@@ -102,6 +101,7 @@ class BoardCore:
         """Power-cycle: RAM state is lost (latched -> all OFF, codebook, watchdog, staging)."""
         self.boot_count += 1
         self.boot_time = now
+        self.counters = dict(rx_frames=0, crc_errors=0, nacks=0, duplicates=0, watchdog_trips=0)
         self.latched = self._effective(SurfaceConfig.safe(self.n, self.resolutions[0]))
         self.latch_id = 0
         self.latch_count = 0
