@@ -82,6 +82,9 @@ class P1Env(BatchedEnv):
     def _build_spaces(self) -> None:
         c, K, L, N, M = self.cfg, self.K, self.L, self.N, self.M
         self.v_bound = float(np.sqrt(c.p_max_w))  # |Re v|, |Im v| <= sqrt(P_max) per entry
+        # The check allows float rounding slack so an actor that saturates at the float32 Box
+        # bound (or at sqrt(P_max) in float64) is never rejected for the last ulp.
+        self._v_check = self.v_bound * (1.0 + 1e-6)
         irs_low = np.zeros(K + 1, np.float32)
         irs_high = np.ones(K + 1, np.float32)
         irs_low[K], irs_high[K] = c.energy_min_units, c.energy_max_units
@@ -205,9 +208,10 @@ class P1Env(BatchedEnv):
             on.append(val.structural(a, "on", act["on"], (B, N), "mask", dev))
         bits_t, idx_t, on_t = torch.stack(bits, 1).long(), torch.stack(idx, 1).long(), torch.stack(on, 1)
         lo, hi = self.bit_choices[0], self.bit_choices[-1]
-        bad = ~(v.abs() <= self.v_bound).all()                  # NaN compares False: caught too
+        bad = ~(v.abs() <= self._v_check).all()                  # NaN compares False: caught too
         bad |= ((bits_t < lo) | (bits_t > hi)).any()
-        bad |= ((idx_t < 0) | (idx_t >= (1 << bits_t.clamp(lo, hi)).unsqueeze(-1))).any()
+        # 0 <= idx < 2^b  <=>  idx >> b == 0 (a negative idx stays negative): one op for both bounds.
+        bad |= (idx_t >> bits_t.clamp(lo, hi).unsqueeze(-1)).any()
         if on_t.dtype != torch.bool:
             bad |= ((on_t != 0) & (on_t != 1)).any()
         if bool(bad):
@@ -218,7 +222,7 @@ class P1Env(BatchedEnv):
     def _diagnose(self, actions: Action) -> None:
         """Field-by-field checks that raise ActionError naming the first bad agent and field."""
         B, M, K, N, dev = self.num_envs, self.M, self.K, self.N, self.device
-        val.float_field("bs0", "V", actions["bs0"]["V"], (B, 2, M, K), dev, -self.v_bound, self.v_bound)
+        val.float_field("bs0", "V", actions["bs0"]["V"], (B, 2, M, K), dev, -self._v_check, self._v_check)
         lo, hi = self.bit_choices[0], self.bit_choices[-1] + 1
         for a in self.irs_ids:
             act = actions[a]

@@ -233,6 +233,19 @@ def test_invalid_actions_are_rejected_naming_agent_and_field(mutate, needle):
         env.step(act)
 
 
+def test_beamformers_at_the_box_bound_are_accepted():
+    env = make_env("p1", num_envs=2, seed=0)
+    act = env.sample_actions()
+    high = torch.as_tensor(env.action_spaces["bs0"]["V"].high)           # float32 bound
+    act["bs0"]["V"] = torch.stack([high, -high])
+    env.step(act)
+    act["bs0"]["V"] = torch.full((2, 2, env.M, env.K), math.sqrt(env.cfg.p_max_w), dtype=torch.float64)
+    env.step(act)
+    act["bs0"]["V"][0, 0, 0, 0] = math.sqrt(env.cfg.p_max_w) * 1.001
+    with pytest.raises(ActionError, match="bs0.V"):
+        env.step(act)
+
+
 def test_action_from_surface_configs_round_trip():
     env = make_env("p1", num_envs=2, seed=0)
     cfgs = [SurfaceConfig(bits=2, phase_idx=np.array([0, 1, 2, 3] * 2 + [0, 1]), on=np.arange(10) % 2 == 0),
@@ -244,3 +257,36 @@ def test_action_from_surface_configs_round_trip():
     env.step(act)  # accepted
     with pytest.raises(ActionError, match="bits"):
         env.irs_action_from_configs([SurfaceConfig.safe(10, bits=5)] * 2)
+
+
+def test_fused_validation_agrees_with_the_reference_predicate():
+    """Fuzz: random single-entry corruptions are rejected iff they break the action spaces."""
+    env = make_env("p1", num_envs=4, seed=0)
+    gen = torch.Generator().manual_seed(123)
+    lo, hi = env.bit_choices[0], env.bit_choices[-1]
+    for trial in range(150):
+        act = env.sample_actions(gen)
+        agent = env.irs_ids[trial % env.L]
+        field = ["bits", "phase_idx", "on", "V"][int(torch.randint(0, 4, (1,), generator=gen))]
+        b = int(torch.randint(0, 4, (1,), generator=gen))
+        value = int(torch.randint(-2, 10, (1,), generator=gen))
+        if field == "bits":
+            act[agent]["bits"][b] = value
+            ok = lo <= value <= hi and bool((act[agent]["phase_idx"][b] < (1 << value if value >= 0 else 0)).all())
+        elif field == "phase_idx":
+            act[agent]["phase_idx"][b, value % env.N] = value
+            ok = 0 <= value < (1 << int(act[agent]["bits"][b]))
+        elif field == "on":
+            on = act[agent]["on"].long()
+            on[b, 0] = value
+            act[agent]["on"] = on
+            ok = value in (0, 1)
+        else:
+            x = value * env.v_bound / 4
+            act["bs0"]["V"][b, 0, 0, 0] = x
+            ok = abs(value) <= 4
+        if ok:
+            env.step(act)
+        else:
+            with pytest.raises(ActionError):
+                env.step(act)
