@@ -171,3 +171,28 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, fragment):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("ristwin: error: ") and fragment in err
+
+
+def test_fuzzed_snapshots_fail_only_with_snapshot_error():
+    # Any mutation of any key either validates or raises SnapshotError naming that key.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    base = random_snapshot(seed=6, bits=[1, 2])
+    junk = st.one_of(
+        st.just(np.array("text")), st.just(np.zeros((0,))), st.just(np.float64(np.nan)),
+        st.just(np.array([[1 + 1j]])), st.just(np.array(True)), st.just(np.ones((2, 6, 3, 1))),
+        st.just(np.array([None], dtype=object)), st.integers(-3, 3).map(np.int64),
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=4).map(np.array),
+    )
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(key=st.sampled_from(sorted(base)), value=junk)
+    def check(key, value):
+        snap = dict(base, **{key: value})
+        try:
+            validate_snapshot(snap)
+        except SnapshotError as exc:
+            assert str(exc).startswith(key + ":")
+
+    check()
