@@ -87,6 +87,33 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(f"{path}: checkpoint is unreadable ({str(exc).splitlines()[0]}); delete it to start over") from None
 
 
+class RunLock:
+    """An exclusive lock on a run directory (RUN/.lock, flock: released if the process dies)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"--out: another process is training into {self.path.parent}; wait for it or choose a new directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
 # --------------------------------------------------------------------------- TOML
 
 def _toml_value(v: Any) -> str:

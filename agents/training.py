@@ -170,11 +170,15 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------
 
     def run(self, resume: bool = False, progress: ProgressFn | None = None, plot: bool = True) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with runs.RunLock(self.run_dir):
+            return self._run(resume, progress, plot)
+
+    def _run(self, resume: bool, progress: ProgressFn | None, plot: bool) -> TrainResult:
         c = self.cfg
         ckpt_path = self.run_dir / runs.CHECKPOINT
         if not resume and (ckpt_path.exists() or (self.run_dir / runs.CONFIG_JSON).exists()):
             raise ConfigError(f"--out: {self.run_dir} already holds a run; pass --resume to continue it or choose a new directory")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(c.threads)
         self._build()
         metrics = runs.MetricsCSV(self.run_dir / runs.METRICS_CSV)

@@ -87,6 +87,11 @@ def test_run_directory_contents(tmp_path):
     # starting a new run over an existing one is refused
     with pytest.raises(Exception, match="already holds a run"):
         _trainer(run, steps=10).run()
+    # so is a second trainer writing into a directory that another one holds
+    with runs.RunLock(run):
+        with pytest.raises(Exception, match="another process is training"):
+            Trainer.from_run_dir(run, steps=12).run(resume=True)
+    Trainer.from_run_dir(run, steps=12).run(resume=True, plot=False)  # the lock is released again
 
 
 def _cli(capsys, *args):
