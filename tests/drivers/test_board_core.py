@@ -126,3 +126,35 @@ def test_energy_buffer_refuses_unaffordable_switching():
     assert p.LatchAck.unpack(body(send(core, set_frames(few, 2)[0])[0])).latched
     status = p.StatusReply.unpack(body(send(core, p.Frame(p.MsgType.STATUS, 3))[0]))
     assert status.energy_uj == 0  # 1.0 - 0.5 uJ, reported in whole uJ
+
+
+@given(st.data())
+@settings(max_examples=120, deadline=None)
+def test_board_only_ever_latches_whole_transfers(data):
+    """Any interleaving of whole, cut-short, gapped and repeated transfers and reboots: the
+    latched state is always the last *completely* transferred configuration (or the boot one)."""
+    core = BoardCore(N, (1, 2))
+    expected, seq, last = core.latched, 0, None
+    for _ in range(data.draw(st.integers(1, 25))):
+        action = data.draw(st.sampled_from(["whole", "cut", "gap", "dup", "reboot"]))
+        if action == "reboot":
+            core.reboot(p.BootReason.FAULT, 0.0)
+            expected = SurfaceConfig.safe(N, 1)
+        elif action == "dup" and last is not None:
+            send(core, last)  # a retransmission: never acts twice, never completes anything
+        elif action in ("whole", "cut", "gap"):
+            config = cfg(bits=data.draw(st.sampled_from([1, 2])), seed=data.draw(st.integers(0, 10**6)))
+            # a fresh txn per transfer, as the host guarantees (it increments txn, mod 2^16)
+            frames = set_frames(config, seq, txn=seq & 0xFFFF, max_payload=13)
+            seq += len(frames)
+            if action == "cut":
+                frames = frames[: data.draw(st.integers(0, len(frames) - 1))]
+            elif action == "gap":
+                del frames[data.draw(st.integers(0, len(frames) - 2))]
+            for f in frames:
+                replies = send(core, f)
+                last = f
+            if action == "whole":
+                assert p.LatchAck.unpack(body(replies[0])).latched
+                expected = config
+        assert core.latched == expected
