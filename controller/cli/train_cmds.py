@@ -96,7 +96,16 @@ def train(scenario: str | None, algo: str | None, steps: int | None, num_envs: i
                           **{k: (v if v is not None else getattr(defaults, k)) for k, v in loop_opts.items()})
         trainer = Trainer(out, cfg, scenario_cfg, algo_cfg)
     cfg = trainer.cfg
-    result = _run_with_progress(trainer, resume, quiet)
+    import signal
+
+    def _sigterm(signum: int, frame: Any) -> None:  # `kill` stops like Ctrl-C: resumable, nothing half-written
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        result = _run_with_progress(trainer, resume, quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result.interrupted:
         click.echo(f"interrupted at step {result.steps}; resume with: ristwin train --out {out} --resume", err=True)
         raise SystemExit(130)
