@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import collections
 import functools
+import logging
 import os
 import select
 import socket
@@ -45,6 +46,7 @@ from drivers.base import (
 from twin.errors import ConfigError, DriverError
 from twin.surface_config import SurfaceConfig
 
+_log = logging.getLogger("drivers.serial")  # DEBUG: every frame in hex, for bring-up of new firmware
 _KNOWN = {"baud", "timeout_ms", "retries", "reconnect_ms", "verify"}
 _T = p.MsgType
 
@@ -266,11 +268,14 @@ class SerialDriver(SurfaceDriver):
         seq = self._seq
         wire = p.encode_frame(p.Frame(mtype, seq, payload, flags))
         wait = self.timeout_s + p.wire_seconds(len(wire) + reply_bytes, self.baud)
+        trace = _log.isEnabledFor(logging.DEBUG)
         self.stats["requests"] += 1
         problem = "no reply"
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
+            if trace:
+                _log.debug("tx %s seq=%d attempt=%d %s", _T(mtype).name, seq, attempt, wire.hex(" "))
             try:
                 self._send(wire)
                 kind, frame = self._await(seq, time.monotonic() + wait)
@@ -280,6 +285,8 @@ class SerialDriver(SurfaceDriver):
                 self._reopen(f"lost {self.port_url} ({exc})")
                 problem = "link lost and reopened"
                 continue
+            if trace:
+                _log.debug("rx %s seq=%d %s", kind, seq, frame.payload.hex(" ") if frame is not None else "")
             if kind == "reply":
                 if frame.type == _T.NACK:
                     try:

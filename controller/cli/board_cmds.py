@@ -26,13 +26,23 @@ def board_group() -> None:
     """
 
 
+def _trace(enabled: bool) -> None:
+    if enabled:
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, format="%(relativeCreated)9.1f ms %(message)s")
+        logging.getLogger("drivers.serial").setLevel(logging.DEBUG)
+
+
 @board_group.command("info")
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def info_cmd(url: str, as_json: bool) -> None:
+@click.option("--trace", is_flag=True, help="Log every frame in hex to stderr.")
+def info_cmd(url: str, as_json: bool, trace: bool) -> None:
     """Identify the board behind URL and print its status."""
     import drivers
 
+    _trace(trace)
     with drivers.open(url) as drv:
         info = drv.info().to_dict()
         status = drv.status().to_dict()
@@ -60,7 +70,8 @@ def _random_config(rng: np.random.Generator, n: int, bits: int, on_prob: float):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--on-prob", default=0.8, show_default=True, help="Probability an element is ON.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def test_cmd(url: str, count: int, seed: int, on_prob: float, as_json: bool) -> None:
+@click.option("--trace", is_flag=True, help="Log every frame in hex to stderr.")
+def test_cmd(url: str, count: int, seed: int, on_prob: float, as_json: bool, trace: bool) -> None:
     """Apply COUNT random valid configurations with readback and report what latched.
 
     After every apply an independent full READBACK (for emu://, the emulator's own state)
@@ -76,6 +87,7 @@ def test_cmd(url: str, count: int, seed: int, on_prob: float, as_json: bool) -> 
 
     if count < 1:
         raise ConfigError("count: must be >= 1")
+    _trace(trace)
     rng = np.random.default_rng(seed)
     res = dict(applied=0, verified=0, mismatched=0, failed=0, state_unknown=0, retries=0,
                wrong_latched=0, unchecked=0)
