@@ -16,7 +16,7 @@ resolution b_l, phase indices on the b_l-bit grid, ON/OFF mask). One slot per st
    clamped level of eq. 9 never drops below E_min, so the printed term could never fire
    (project reading, see docs/ENVIRONMENTS.md);
 4. energy buffer (eq. 9) with Poisson arrivals, then the channels evolve one slot
-   (Gauss-Markov fading and user motion from ``twin.scene.evolve_p1``);
+   (``twin.scene.evolve_p1``: Gauss-Markov fading, positions fixed within an episode);
 5. observations of slot t+1: IRS l (eq. 11) [exp(-d_lk/d_l0) f_k(R_k,t)]_k ++ [E_l,t+1],
    f_k = 1 iff R_k > R_req_k (strict, eq. 12); BS (eq. 13) [P_k,t]_k; global state (eq. 14)
    = all IRS observations then the BS observation.
@@ -27,10 +27,9 @@ termination); ``reset`` draws new geometry and fading.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import dataclasses
 
 import gymnasium as gym
 import numpy as np
@@ -65,7 +64,7 @@ class P1Env(BatchedEnv):
         self.M, self.K, self.L, self.N = c.n_bs_antennas, c.n_users, c.n_irs, c.n_elements
         self.bit_choices = tuple(sorted(int(b) for b in c.resolutions))
         if self.bit_choices != tuple(range(self.bit_choices[0], self.bit_choices[-1] + 1)):
-            raise ConfigError(f"phase_bits: the resolution set must be contiguous (e.g. 1,2,3), got {c.resolutions}")
+            raise ConfigError(f"resolutions: the resolution set must be contiguous (e.g. 1,2,3), got {c.resolutions}")
         self.power_table = surfaces.power_table({b: c.element_power_w(b) for b in self.bit_choices})
         self._mu = self.power_table.to(device=self.device, dtype=self.rdtype)
         self.irs_ids = tuple(f"irs{l}" for l in range(self.L))
@@ -73,7 +72,6 @@ class P1Env(BatchedEnv):
         self._build_spaces()
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(0 if seed is None else int(seed))
-        self._seed = seed
         self.t = 0
         self._has_state = False
 
@@ -216,7 +214,7 @@ class P1Env(BatchedEnv):
             bad |= ((on_t != 0) & (on_t != 1)).any()
         if bool(bad):
             self._diagnose(actions)
-        V = torch.complex(v[:, 0].float(), v[:, 1].float()).to(self.cdtype)
+        V = torch.complex(v[:, 0].to(self.rdtype), v[:, 1].to(self.rdtype))
         return {"V": V, "bits": bits_t, "phase_idx": idx_t, "on": on_t.bool()}
 
     def _diagnose(self, actions: Action) -> None:
@@ -299,7 +297,7 @@ class P1Env(BatchedEnv):
         G = effective_channel(s.H_BR, s.h_RU, s.h_BU, phi)                              # eq. 1
         rate = rate_bps_hz(sinr(G, a["V"], c.noise_w)).to(self.rdtype)                          # eqs. 4-5
         p_k = tx_power_w(a["V"]).to(self.rdtype)                                                # (10a)
-        p_irs = a["on"].to(self.rdtype).sum(-1) * self._mu[a["bits"]]                           # eq. 7
+        p_irs = surfaces.irs_power_w(a["bits"], a["on"], self._mu).to(self.rdtype)              # eq. 7
         consumed = energy.consumption_units(p_irs, c.slot_s, c.energy_unit_j)
         pen_rate = torch.clamp(rate - self.r_req, max=0.0).sum(-1)                              # eq. 19 part 2
         pen_power = torch.clamp(c.p_max_w - p_k.sum(-1), max=0.0) / c.p_max_w                  # part 3, in units of P_max
