@@ -159,10 +159,16 @@ def p1_reference_policies(env: Any, seed: int, include_upper: bool = True) -> di
     return policies
 
 
+# scenario -> (env, seed, include_upper) -> {name: policy}; other papers' references add entries.
+REFERENCE_POLICIES: dict[str, Callable[[Any, int, bool], dict[str, Policy]]] = {
+    "p1": p1_reference_policies,
+}
+
+
 def reference_policies(scenario: str, env: Any, seed: int, include_upper: bool = True) -> dict[str, Policy]:
-    if scenario == "p1":
-        return p1_reference_policies(env, seed, include_upper)
-    return {}
+    """The reference decisions `ristwin evaluate` compares a bundle with (none if unregistered)."""
+    make = REFERENCE_POLICIES.get(scenario)
+    return make(env, seed, include_upper) if make is not None else {}
 
 
 def evaluate_policies(env: BatchedEnv, policies: Mapping[str, Policy], seed: int,
