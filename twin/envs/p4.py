@@ -211,7 +211,8 @@ class P4Env(BatchedEnv):
         val.check_agents(actions, self.agent_ids)
         idx = val.int_field("sched", "codeword", actions["sched"], (B,), 0, self.codebook.shape[0], dev)
         w = val.float_field("bs0", "W", actions["bs0"], (B, 2, self.M, self.K), dev).to(self.rdtype)
-        theta = torch.stack([val.float_field(a, "theta", actions[a], (B, self.N), dev) for a in self.ris_ids], 1)
+        theta = torch.stack([val.float_field(a, "theta", actions[a], (B, self.N), dev).to(self.rdtype)
+                             for a in self.ris_ids], 1)
         return {"sched_idx": idx, "W_raw": torch.complex(w[:, 0], w[:, 1]).to(self.cdtype), "theta": theta.to(self.rdtype)}
 
     def scaled_precoder(self, W_raw: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:

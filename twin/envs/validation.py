@@ -105,7 +105,7 @@ def bool_field(agent: str, field: str, x: Any, shape: tuple[int, ...], device: t
 
 def float_field(agent: str, field: str, x: Any, shape: tuple[int, ...], device: torch.device,
                 low: float | None = None, high: float | None = None) -> torch.Tensor:
-    """Finite real values, optionally within [low, high]; returned as float32."""
+    """Finite real values, optionally within [low, high] (integers are promoted to float32)."""
     t = to_tensor(agent, field, x, device)
     check_shape(agent, field, t, shape)
     if not t.is_floating_point():
@@ -123,4 +123,4 @@ def float_field(agent: str, field: str, x: Any, shape: tuple[int, ...], device: 
         v = t[bad].flatten()[0].item()
         raise ActionError(f"{agent}.{field}: value {v:.6g} outside the action space [{low}, {high}]; "
                           f"clip or rescale the actor output to the bounds")
-    return t if t.dtype == torch.float32 else t.float()
+    return t  # float16/32/64 kept: the environment casts to its own precision
