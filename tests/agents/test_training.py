@@ -245,3 +245,33 @@ def test_cli_config_file_reproduces_a_run(tmp_path, capsys):
     bad.write_text("[train]\nspeed = 3\n")
     code, _, err = _cli(capsys, "train", "--config", str(bad), "--out", str(tmp_path / "x"))
     assert code == 2 and "train.speed" in err and err.count("\n") == 1
+
+
+def test_cli_evaluate_p1_bundle_against_references(tmp_path, capsys):
+    """A P1 bundle of the shared actor classes in a run directory, evaluated next to the references."""
+    import torch
+
+    from agents import registry
+    from agents.bundle import export_bundle, to_jsonable
+    from agents.networks import BeamformerActor, HybridIRSActor
+
+    cfg = registry.scenario_config("p1", ["n_elements=6"])
+    env = registry.make_env("p1", cfg, 1)
+    torch.manual_seed(0)
+    actors = {"irs": HybridIRSActor(env.K + 1, env.N, env.bit_choices), "bs": BeamformerActor(env.K, env.M, env.K, cfg.p_max_w)}
+    run = tmp_path / "run"
+    export_bundle(run / "bundle", "hand-built", "p1", cfg, actors,
+                  {a: "bs" if a == "bs0" else "irs" for a in env.agent_ids}, env.observation_spaces, env.action_spaces)
+    runs.save_config(run, {"train": to_jsonable(TrainConfig(scenario="p1", algo="hand-built")), "scenario": to_jsonable(cfg), "algo": {}})
+    code, out, err = _cli(capsys, "evaluate", str(run), "--episodes", "2", "--max-steps", "2", "--no-upper", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["policies"]) == {"hand-built (bundle)", "random", "all-on+align+mrt", "all-on+align+zf", "half-on+align+zf"}
+    assert report["bundle_hash"] == load_bundle(run / "bundle").content_hash
+    assert json.loads((run / "evaluation.json").read_text()) == report
+    # the same bundle against a scenario with another N is refused, naming the field
+    cfg_json = json.loads((run / runs.CONFIG_JSON).read_text())
+    cfg_json["scenario"]["n_elements"] = 7
+    (run / runs.CONFIG_JSON).write_text(json.dumps(cfg_json))
+    code, _, err = _cli(capsys, "evaluate", str(run), "--episodes", "1", "--no-upper")
+    assert code == 2 and "action_spec" in err and err.count("\n") == 1
