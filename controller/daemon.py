@@ -70,12 +70,12 @@ def _peer_prefixes(scenario: str, agent: str) -> tuple[str, ...]:
 
 
 class AgentDaemon:
-    def __init__(self, cfg: DaemonConfig) -> None:
+    def __init__(self, cfg: DaemonConfig, bundle: Any = None) -> None:
         from agents.bundle import load_bundle
 
         self.cfg = cfg
         self.agent = cfg.agent
-        self.bundle = load_bundle(cfg.bundle)
+        self.bundle = bundle if bundle is not None else load_bundle(cfg.bundle)
         self.bundle.role_of(cfg.agent)          # BundleError unless the bundle serves this agent
         self.incarnation = uuid.uuid4().hex[:12]
         self.counters: Counter[str] = Counter()
@@ -292,8 +292,31 @@ class AgentDaemon:
         self._stop.set()
 
 
-def run_daemon(cfg: DaemonConfig) -> dict[str, Any]:
+def run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)  # a small actor gains nothing from threads; they only add jitter
-    return asyncio.run(AgentDaemon(cfg).run())
+    return asyncio.run(AgentDaemon(cfg, bundle).run())
+
+
+def standby(configs: dict[str, DaemonConfig], bundle_path: str, stdin=None) -> dict[str, Any]:
+    """A warm spare: import everything and load the bundle now, then become the agent whose id
+    arrives on stdin. A supervisor keeps one spare per host, so a crashed daemon is replaced
+    by a process that skips the seconds of torch import and bundle loading."""
+    import sys
+
+    import torch  # noqa: F401 - the point is to pay for the imports before they are needed
+
+    import drivers.serial_driver  # noqa: F401
+    import drivers.sim_driver  # noqa: F401
+    from agents.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    line = (stdin or sys.stdin).readline().strip()
+    if not line:
+        return {"agent": None, "standby": "released"}
+    if line not in configs:
+        from twin.errors import ConfigError
+
+        raise ConfigError(f"standby: asked to become {line!r}, which this deployment does not list")
+    return run_daemon(configs[line], bundle)

@@ -292,12 +292,39 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="ristwin-deploy-")
         self.logdir = Path(self._tmp.name)
+        self.spare: subprocess.Popen | None = None
+        self._spares = 0
+        self.agent_ids = {a.id for a in dep.agents}
 
     def _spawn(self, name: str) -> None:
         log = open(self.logdir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(self.argv[name], stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+
+    def _spawn_spare(self) -> None:
+        """The warm standby that replaces the next crashed agent (see controller.daemon.standby)."""
+        self._spares += 1
+        log = open(self.logdir / f"spare-{self._spares}.log", "ab")
+        self.spare = subprocess.Popen(ristwin_argv() + ["agent", str(self.dep.path), "--standby"], stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True)
+        log.close()
+
+    def _replace(self, name: str) -> None:
+        """Bring a dead agent back: promote the warm spare if it is alive, else start cold."""
+        self.restarts[name] += 1
+        spare = self.spare
+        if name in self.agent_ids and spare is not None and spare.poll() is None:
+            try:
+                spare.stdin.write(f"{name}\n".encode())
+                spare.stdin.flush()
+                spare.stdin.close()
+                self.procs[name] = spare
+                self._spawn_spare()
+                return
+            except OSError:
+                pass
+        self._spawn(name)
 
     def _wait_port(self, name: str, port: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -331,8 +358,13 @@ class Supervisor:
             elif name.startswith("board-"):
                 spec = self.dep.agent(name[len("board-"):])
                 self._wait_port(name, int(spec.driver.rsplit(":", 1)[-1].split("?")[0]))
+        if self.restart_agents and any(n in self.agent_ids for n in self.procs):
+            self._spawn_spare()
 
     def stop(self) -> None:
+        if self.spare is not None and self.spare.poll() is None:
+            self.spare.kill()   # still waiting on stdin: nothing to shut down cleanly
+            self.spare.wait()
         for name in reversed(list(self.procs)):
             p = self.procs[name]
             if p.poll() is None:
@@ -367,8 +399,7 @@ class Supervisor:
                         # A crashed agent or board comes back; the others never wait for it.
                         if (p.poll() is not None and name not in ("twin", "broker") and self.restart_agents
                                 and twin_running):
-                            self.restarts[name] += 1
-                            self._spawn(name)
+                            self._replace(name)
                     if os.path.exists(self.dep.runlog):
                         records = list(iter_runlog(self.dep.runlog, "slot"))
                         for rec in records[seen:]:

@@ -47,13 +47,22 @@ def deploy_cmd(file: Path, systemd_dir: Path | None, print_slots: bool, no_resta
 
 @click.command("agent")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--id", "agent_id", required=True, help="Agent id from the deployment file, e.g. irs0.")
-def agent_cmd(file: Path, agent_id: str) -> None:
+@click.option("--id", "agent_id", default=None, help="Agent id from the deployment file, e.g. irs0.")
+@click.option("--standby", is_flag=True,
+              help="Warm spare: load everything, then become the agent whose id arrives on stdin.")
+def agent_cmd(file: Path, agent_id: str | None, standby: bool) -> None:
     """Run one agent daemon of a deployment (e.g. on the machine wired to its board)."""
     from controller.daemon import run_daemon
+    from controller.daemon import standby as run_standby
     from controller.deploy import load_deployment
 
-    summary = run_daemon(load_deployment(file).daemon_config(agent_id))
+    dep = load_deployment(file)
+    if standby:
+        summary = run_standby({a.id: dep.daemon_config(a.id) for a in dep.agents}, dep.bundle)
+    elif agent_id is None:
+        raise click.UsageError("give --id AGENT (or --standby)")
+    else:
+        summary = run_daemon(dep.daemon_config(agent_id))
     click.echo(json.dumps(summary, sort_keys=True))
 
 
