@@ -169,8 +169,9 @@ def test_p2_mobility_changes_cells_and_cells_follow_x():
         assert ((s.user_pos[..., 0] >= lo[0]) & (s.user_pos[..., 0] <= hi[0])).all()
         assert torch.equal(s.user_cell, (s.user_pos[..., 0] >= scn.region_side_m).long())
     assert (s.user_cell != cells0).any()
-    # Rayleigh with path loss: E|h_BU|^2 = gain(d) (exponent 3.5).
-    gain = 10 ** ((-30.0 - 35.0 * torch.log10(s.d_BU)) / 10)
+    # Rayleigh with path loss: E|h_BU|^2 = gain(d) = d^-3.5 (P2 preset: no reference loss).
+    assert scn.pl_ref_db == 0.0 and scn.pl_exp_bs_user == 3.5
+    gain = s.d_BU ** -3.5
     assert float((s.h_BU.abs().square().mean(-1) / gain).mean()) == pytest.approx(1.0, abs=0.1)
 
 
