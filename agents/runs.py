@@ -131,8 +131,6 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # JSON string escaping is valid TOML basic-string escaping
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if v is None:
-        return '"none"'
     raise ConfigError(f"config: cannot write a {type(v).__name__} to TOML")
 
 
@@ -146,7 +144,8 @@ def to_toml(config: Mapping[str, Any]) -> str:
         if prefix and (scalars or not tables):
             lines.append(f"[{prefix}]")
         for k, v in scalars:
-            lines.append(f"{_key(k)} = {_toml_value(v)}")
+            # TOML has no null: leave the key out (a reload then takes the field's default).
+            lines.append(f"# {_key(k)} = (none)" if v is None else f"{_key(k)} = {_toml_value(v)}")
         if scalars:
             lines.append("")
         for k, v in tables:
