@@ -247,6 +247,12 @@ class P3Scenario:
     # keeps a dominant LoS at 28 GHz.
     rician_factor: float = _f(10.0, NONNEG)
     antenna_spacing_wl: float = _f(0.5, POS)  # open: project choice, standard ULA
+    # open: extra loss of the direct BS-user link per surface wall between them (a user in
+    # region i is behind i walls). 0 = the paper as printed (direct link included, no wall).
+    # Note: with TR 38.901 on every hop, one-hop surface paths sit ~55 dB below the direct link
+    # for the median user (docs/SCENARIOS.md); 31.4 dB (TR 38.901 IRR glass at 28 GHz) per
+    # wall is a physical value for surfaces mounted in windows.
+    wall_loss_db: float = _f(0.0, NONNEG)
     # MDP (section IV): {T_q, eps, lambda, gamma} = {20, 0.3, 0.1, 0.9}
     global_period: int = _f(20, SIZE)  # T_q
     epsilon: float = _f(0.3, UNIT)

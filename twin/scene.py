@@ -340,8 +340,11 @@ def sample_p3(scn, num_envs: int, generator: torch.Generator, dtype: torch.dtype
             _amp(umi_los_gain(d_SS, scn.carrier_ghz)) * off_diag,
             _amp(umi_los_gain(d_SU, scn.carrier_ghz)),
             _amp(umi_los_gain(d_BU, scn.carrier_ghz)))
+    user_region = p3_user_region(scn, user_pos)
+    if scn.wall_loss_db > 0:  # direct link through the walls in between (open; preset note)
+        amps = amps[:3] + (amps[3] * 10.0 ** (-scn.wall_loss_db * user_region.to(rdt) / 20.0),)
     G_BS, G_SS, h_SU, h_BU = _p3_combine(scn, los, nlos, amps)
-    return P3Scene(G_BS, G_SS, h_SU, h_BU, p3_user_region(scn, user_pos), bs_pos, surf_pos, user_pos,
+    return P3Scene(G_BS, G_SS, h_SU, h_BU, user_region, bs_pos, surf_pos, user_pos,
                    d_BS, d_SS, d_SU, d_BU, los, nlos, amps)
 
 

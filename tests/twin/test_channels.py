@@ -220,3 +220,11 @@ def test_evolved_p1_channels_follow_the_rician_formula():
     h = s.amp_RU[..., None] * (a * s.h_RU_los + b * s.h_RU_nlos)
     assert torch.allclose(s.H_BR, H, rtol=1e-12, atol=0) and torch.allclose(s.h_RU, h, rtol=1e-12, atol=0)
     assert torch.allclose(s.h_BU, s.amp_BU[..., None] * s.h_BU_nlos, rtol=1e-12, atol=0)
+
+
+def test_p3_wall_loss_attenuates_direct_link_per_wall():
+    base = sample_p3(get_scenario("p3"), 64, gen(15), dtype=torch.complex128)
+    walled = sample_p3(get_scenario("p3", wall_loss_db=20.0), 64, gen(15), dtype=torch.complex128)
+    expected = base.h_BU * (10.0 ** (-20.0 * base.user_region.double() / 20.0))[..., None]
+    assert torch.allclose(walled.h_BU, expected, rtol=1e-12, atol=0)
+    assert torch.equal(walled.h_SU, base.h_SU)
