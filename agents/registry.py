@@ -59,9 +59,12 @@ def env_class(scenario: str) -> type[BatchedEnv]:
         return entry[0]
     module_name, _, cls_name = entry.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError):
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the module exists but one of its imports is broken: a bug, keep the traceback
+            raise
         raise ConfigError(f"--scenario: the {scenario} environment ({entry}) is not available in this build") from None
+    return getattr(module, cls_name)
 
 
 def scenario_config(scenario: str, assignments: Iterable[str] = ()) -> Any:
