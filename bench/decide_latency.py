@@ -9,6 +9,11 @@ instead. References: quantized multi-user alignment + ZF, and WMMSE + coordinate
 (the upper reference), one slot for all agents at once.
 
     /work/venv/bin/python bench/decide_latency.py [--iters 2000] [--bundle PATH] [--ref-iters 20]
+
+On a machine shared with other jobs, measure "one core" by giving the bench one core at
+real-time priority (others cannot preempt it; the kernel's RT throttling still applies):
+
+    chrt -f 10 taskset -c 1 /work/venv/bin/python bench/decide_latency.py
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ def main() -> None:
           f"1 torch thread, {args.iters} decisions per agent")
     print(f"{'actor / decision':<28} {'agent':<8} {'p50 ms':>8} {'p99 ms':>8} {'cpu p99 ms':>11}")
     worst, worst_cpu = 0.0, 0.0
+    per_bundle: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         bundles = []
         if args.bundle is not None:
@@ -133,12 +139,14 @@ def main() -> None:
             for a in b.agent_ids:
                 p50, p99, cpu99 = time_decide(b, a, observations[a], args.iters)
                 worst, worst_cpu = max(worst, p99), max(worst_cpu, cpu99)
+                per_bundle[label.split(" ")[0]] = max(per_bundle.get(label.split(" ")[0], 0.0), p99)
                 print(f"{label:<28} {a:<8} {p50:>8.3f} {p99:>8.3f} {cpu99:>11.3f}", flush=True)
     for name, p50, p99 in time_references(cfg, args.ref_iters):
         print(f"{name:<28} {'-':<8} {p50:>8.3f} {p99:>8.3f} {'-':>11}", flush=True)
-    verdict = "meets" if worst < TARGET_P99_MS else "misses"
-    print(f"summary: worst exported-actor decision p99 {worst:.3f} ms wall ({verdict} the {TARGET_P99_MS} ms target), "
-          f"{worst_cpu:.3f} ms thread CPU; references above are for one whole slot")
+    meets = sorted(n for n, v in per_bundle.items() if v < TARGET_P99_MS)
+    detail = ", ".join(f"{n} {v:.3f}" for n, v in per_bundle.items())
+    print(f"summary: worst decision p99 per exported bundle (ms): {detail}; under the {TARGET_P99_MS} ms target: "
+          f"{', '.join(meets) or 'none'}; worst thread-CPU p99 {worst_cpu:.3f} ms")
 
 
 if __name__ == "__main__":
