@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pettingzoo")
-from pettingzoo.test import parallel_api_test  # noqa: E402
+from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
 
 from twin.envs.pettingzoo import parallel_env  # noqa: E402
 
@@ -21,6 +21,11 @@ SMALL = {
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_parallel_api(name):
     parallel_api_test(parallel_env(name, seed=0, overrides=SMALL[name]), num_cycles=30)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_parallel_seed(name):
+    parallel_seed_test(lambda: parallel_env(name, overrides=SMALL[name]), num_cycles=10)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
