@@ -190,3 +190,59 @@ def test_safe_mode_control_switches_the_fallback(p1_bundle, tmp_path):
     records = read_runlog(log, "slot")
     last = records[-1]["agents"]["irs0"]["applied"]
     assert last["on"] == [False] * 10                          # safe pattern latched and reported
+
+
+def test_surface_observation_uses_the_boards_energy_report(p1_bundle, tmp_path):
+    from tests.controller.conftest import ZmqBus
+
+    bus = ZmqBus()
+    shared = []
+
+    async def listen(server, daemons):
+        peer = await connect(bus.cfg, "listener")
+        try:
+            sub = await peer.subscribe("share/irs0")
+            while server.slot < 4:
+                try:
+                    topic, payload = await sub.get(0.2)
+                    shared.append(m.decode(payload))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await peer.close()
+
+    board = "sim://?elements=10&bits=1,2,3&energy_uj=4200&harvest_uw=0&switch_nj=0"
+    try:
+        log = tmp_path / "run.jsonl"
+        asyncio.run(run_deployment(bus.cfg, p1_bundle, log, 6, period_s=0.1, during=listen,
+                                   daemon_overrides={"irs0": {"driver_url": board}}))
+    finally:
+        bus.close()
+    assert shared and all(isinstance(o, m.Observation) and o.agent == "irs0" for o in shared)
+    # The board holds 4.2 mJ = 4.2 energy units of the preset: that, not the twin's buffer, is E_l.
+    assert all(o.obs[-1] == pytest.approx(4.2, abs=1e-5) for o in shared)
+    twin_energy = [r["metrics"]["energy"][0] for r in read_runlog(log, "slot")]
+    assert any(abs(e - 4.2) > 1e-3 for e in twin_energy)
+
+
+def test_curve_secured_run(p1_bundle, tmp_path):
+    from controller.security import generate_curve_keys
+    from controller.transports import BusConfig
+    from controller.transports.zmq_bus import ZmqHub
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    allowed.mkdir()
+    generate_curve_keys(keys, "hub")
+    generate_curve_keys(keys, "agents")
+    (allowed / "agents.key").write_text((keys / "agents.key").read_text())
+    hub = ZmqHub(BusConfig(pub_port=0, sub_port=0, curve_server_secret=str(keys / "hub.key_secret"),
+                           curve_allowed_dir=str(allowed))).start()
+    cfg = BusConfig(pub_port=hub.pub_port, sub_port=hub.sub_port, curve_server_public=str(keys / "hub.key"),
+                    curve_client_secret=str(keys / "agents.key_secret"))
+    try:
+        log = tmp_path / "run.jsonl"
+        summary, _ = asyncio.run(run_deployment(cfg, p1_bundle, log, 4))
+    finally:
+        hub.close()
+    assert summary["slots"] == 4 and summary["missed"] == {}
+    assert hub.auth_denied == 0
