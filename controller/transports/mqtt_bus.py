@@ -38,6 +38,7 @@ class MqttTransport(Transport):
         self.root = f"ristwin/{cfg.deployment}/"
         validate_topic(self.root, prefix=True)
         self.publish_wait_s = publish_wait_s
+        self.connect_timeout_s = 10.0          # start(): how long to retry an unreachable broker
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._filters: set[str] = set()
@@ -65,7 +66,8 @@ class MqttTransport(Transport):
     async def start(self) -> None:
         self._runner = asyncio.ensure_future(self._run())
         waiter = asyncio.ensure_future(self._connected.wait())
-        done, _ = await asyncio.wait({waiter, self._runner}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiter, self._runner}, timeout=self.connect_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             waiter.cancel()
             err = self._first_error

@@ -128,3 +128,47 @@ def test_mqtt_password_from_private_file(tmp_path):
         run(go())
     finally:
         broker.stop()
+
+
+@pytest.mark.mqtt
+def test_mqtt_over_tls_with_a_private_ca(tmp_path):
+    import shutil
+
+    from tests.controller.conftest import Broker
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    ca_key, ca, key, csr, crt = (tmp_path / n for n in ("ca.key", "ca.crt", "srv.key", "srv.csr", "srv.crt"))
+    ext = tmp_path / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for argv in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ristwin-test-ca",
+         "-keyout", ca_key, "-out", ca],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
+         "-extfile", ext, "-out", crt],
+    ):
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
+    broker = Broker(tmp_path)
+    broker.conf.write_text(broker.conf.read_text() + f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        cfg = BusConfig(kind="mqtt", mqtt_port=broker.port, tls_ca=str(ca))
+
+        async def go():
+            t = await connect(cfg, "tls")
+            sub = await t.subscribe("hb/")
+            await t.publish("hb/x", b"encrypted")
+            assert await sub.get(3) == ("hb/x", b"encrypted")
+            await t.close()
+            from controller.transports.mqtt_bus import MqttTransport
+
+            plain = MqttTransport(dataclasses.replace(cfg, tls_ca=""), "plain")
+            plain.connect_timeout_s = 1.0
+            with pytest.raises(TransportError):      # a plain-TCP client cannot talk to a TLS listener
+                await plain.start()
+            await plain.close()
+
+        run(go())
+    finally:
+        broker.stop()
