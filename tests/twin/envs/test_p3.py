@@ -144,3 +144,27 @@ def test_invalid_actions_rejected(agent, bad, needle):
     act[agent] = bad
     with pytest.raises(ActionError, match=needle.replace(".", r"\.")):
         env.step(act)
+
+
+@pytest.mark.parametrize("region", [0, 1])
+def test_energy_efficiency_by_hand_on_one_element(region):
+    """V = N = M = K = 1: EE = B log2(1 + |d + h Theta g w|^2 / sigma^2) / (p + P_max)."""
+    env = make_env("p3", 1, overrides={"n_surfaces": 1, "n_elements": 1, "n_users": 1, "n_bs_antennas": 1}, seed=0)
+    c = env.cfg
+    cx = lambda z, *s: torch.tensor(z, dtype=torch.complex64).reshape(*s)
+    g, h, d = 2e-4 + 1e-4j, 3e-4 - 2e-4j, 1e-6j
+    env.set_scene(G_BS=cx(g, 1, 1, 1, 1), G_SS=cx(0.0, 1, 1, 1, 1, 1), h_SU=cx(np.conj(h), 1, 1, 1, 1),
+                  h_BU=cx(np.conj(d), 1, 1, 1), user_region=torch.tensor([[region]]))
+    act = noop(env)
+    act["star0"] = torch.tensor([star_action(0, 2, 1)])            # theta_R += Delta
+    res = env.step(act)
+    w = complex(env.W[0, 0, 0])                                    # MRT on the direct link, |w|^2 = P_max
+    assert abs(w) ** 2 == pytest.approx(c.p_max_w, rel=1e-5)
+    beta_R = round(0.5 / c.delta_beta) * c.delta_beta
+    theta_R = c.delta_theta_rad
+    coef = (beta_R * np.exp(1j * theta_R) if region == 0                       # reflected side
+            else math.sqrt(1 - beta_R ** 2) * np.exp(1j * (theta_R + math.pi / 2)))  # transmitted side
+    snr = abs((d + h * coef * g) * w) ** 2 / c.noise_w
+    ee = c.bandwidth_hz * math.log2(1 + snr) / (c.element_power_w + c.p_max_w)
+    assert res.rewards["star0"].item() == pytest.approx(ee * 1e-6, rel=1e-4)
+    assert res.info["global_reward"].item() == pytest.approx(ee * 1e-6, rel=1e-4)
