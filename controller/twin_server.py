@@ -219,35 +219,46 @@ class TwinServer:
             await self._publish(topic, body)
         got, all_in_at = await self._collect(act_sub, slot, deadline)
 
-        actions: dict[str, Any] = {}
+        # Each answer as the env's action (hardware in the loop: the applied config for a surface).
+        proposed: dict[str, Any] = {}
         entries: dict[str, dict[str, Any]] = {}
         for agent in self.env.agent_ids:
             msg = got.get(agent)
-            entry: dict[str, Any] = {"answered": msg is not None}
-            action = None
+            entries[agent] = {"answered": msg is not None}
             if msg is not None:
                 try:
-                    action = self._env_action(msg)
-                    self._check_one(agent, action)
+                    proposed[agent] = self._env_action(msg)
                 except ActionError as exc:
                     self.invalid[agent] += 1
-                    entry["invalid"] = str(exc)
-                    action = None
-            if action is None:
-                self.missed[agent] += 1
-                action, entry["fallback"] = self._fallback(agent)
-            else:
+                    entries[agent]["invalid"] = str(exc)
+        actions = {a: proposed[a] if a in proposed else self._fallback(a)[0] for a in self.env.agent_ids}
+        try:
+            self.env.decode_actions(actions)       # one check of the whole slot (the common case)
+        except ActionError:
+            for agent in list(proposed):            # isolate the culprit(s); everyone else stands
+                try:
+                    self._check_one(agent, proposed[agent])
+                except ActionError as exc:
+                    self.invalid[agent] += 1
+                    entries[agent]["invalid"] = str(exc)
+                    del proposed[agent]
+        for agent in self.env.agent_ids:
+            entry, msg = entries[agent], got.get(agent)
+            if agent in proposed:
+                action = proposed[agent]
                 entry["timing"] = msg.timing
                 self.last_action[agent] = action
                 if msg.applied is not None:
                     self.last_applied[agent] = msg.applied
+            else:
+                self.missed[agent] += 1
+                action, entry["fallback"] = self._fallback(agent)
             actions[agent] = action
             if agent == "bs0":
                 entry["action"] = {"V": action["V"][0]}
             else:
                 entry["action"] = {} if msg is None else dict(msg.action)
                 entry["applied"] = {k: v[0] for k, v in action.items()}
-            entries[agent] = entry
 
         result = self.env.step(actions)
         t_done = time.time()

@@ -246,3 +246,40 @@ def test_curve_secured_run(p1_bundle, tmp_path):
         hub.close()
     assert summary["slots"] == 4 and summary["missed"] == {}
     assert hub.auth_denied == 0
+
+
+def test_invalid_action_is_a_miss_not_a_crash(p1_bundle, tmp_path):
+    """A daemon that reports a configuration the twin cannot take (wrong element count) or a
+    beamformer out of the box is counted invalid; its device falls back, the slot goes on."""
+    from tests.controller.conftest import ZmqBus
+    from twin.surface_config import SurfaceConfig
+
+    bus = ZmqBus()
+
+    async def impostor(server, daemons):
+        rogue = await connect(bus.cfg, "rogue")
+        try:
+            for slot in range(1, 4):
+                while server.slot < slot:
+                    await asyncio.sleep(0.005)
+                bad_cfg = SurfaceConfig(1, np.zeros(7, np.int64), np.ones(7, bool))   # N = 7, not 10
+                await rogue.publish("act/irs1", m.encode(m.Action(slot, "irs1", {}, bad_cfg)))
+                huge_v = np.full((2, 4, 4), 1e6, np.float32)
+                await rogue.publish("act/bs0", m.encode(m.Action(slot, "bs0", {"V": huge_v}, None)))
+        finally:
+            await rogue.close()
+
+    try:
+        log = tmp_path / "run.jsonl"
+        # The real irs1 / bs0 daemons are slowed so the impostor's answers come first.
+        summary, _ = asyncio.run(run_deployment(
+            bus.cfg, p1_bundle, log, 5, deadline_s=0.4, period_s=0.05, during=impostor,
+            daemon_overrides={"irs1": {"delay_s": 0.2}, "bs0": {"delay_s": 0.2}}))
+    finally:
+        bus.close()
+    records = read_runlog(log, "slot")
+    assert len(records) == 5
+    assert summary["invalid"].get("irs1", 0) >= 1 and summary["invalid"].get("bs0", 0) >= 1
+    hit = [r for r in records if "invalid" in r["agents"]["irs1"]]
+    assert hit and all("irs1" in r["missed"] for r in hit)
+    assert all(r["agents"]["irs0"]["answered"] and "irs0" not in r["missed"] for r in records)
