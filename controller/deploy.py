@@ -44,14 +44,16 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twin.errors import ConfigError
 
-from controller.daemon import DaemonConfig
 from controller.security import is_loopback
 from controller.transports import BusConfig
-from controller.twin_server import ServerConfig
+
+if TYPE_CHECKING:
+    from controller.daemon import DaemonConfig
+    from controller.twin_server import ServerConfig
 
 _PATH_FIELDS = ("curve_server_public", "curve_server_secret", "curve_client_secret", "curve_allowed_dir",
                 "password_file", "tls_ca")
@@ -95,12 +97,16 @@ class Deployment:
                 return a
         raise ConfigError(f"--id: no agent {agent_id!r} in {self.path}; it lists {[a.id for a in self.agents]}")
 
-    def server_config(self) -> ServerConfig:
+    def server_config(self) -> "ServerConfig":
+        from controller.twin_server import ServerConfig
+
         return ServerConfig(bus=self.bus, agents=tuple(a.id for a in self.agents), runlog=self.runlog,
                             bundle=self.bundle, scenario_overrides=dict(self.twin_overrides), seed=self.seed,
                             slots=self.slots, deadline_s=self.deadline_s, period_s=self.period_s)
 
-    def daemon_config(self, agent_id: str) -> DaemonConfig:
+    def daemon_config(self, agent_id: str) -> "DaemonConfig":
+        from controller.daemon import DaemonConfig
+
         spec = self.agent(agent_id)
         bus = self.bus
         if spec.curve_client_secret:
@@ -188,7 +194,17 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
         raise ConfigError("deployment.deadline_ms: must be positive")
     if d.on_sigterm not in ("hold", "safe"):
         raise ConfigError(f"deployment.on_sigterm: {d.on_sigterm!r} must be 'hold' or 'safe'")
+    for a in d.agents:
+        if a.on_sigterm not in ("", "hold", "safe"):
+            raise ConfigError(f"agent {a.id}: on_sigterm {a.on_sigterm!r} must be 'hold' or 'safe'")
     return d
+
+
+def check_security(dep: Deployment) -> None:
+    """Refuse an unauthenticated non-loopback bus before anything heavy is loaded."""
+    from controller.security import check_bus_security
+
+    check_bus_security(dep.bus)
 
 
 # ---------------------------------------------------------------------------------------------

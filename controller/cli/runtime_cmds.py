@@ -35,9 +35,10 @@ def keys_cmd(names: tuple[str, ...], out_dir: Path, force: bool) -> None:
 def deploy_cmd(file: Path, systemd_dir: Path | None, print_slots: bool, no_restart: bool) -> None:
     """Start and supervise a deployment locally: broker (if asked), emulated boards, the twin
     server and one daemon per agent, with a live status line; stops when the run is done."""
-    from controller.deploy import Supervisor, load_deployment, write_systemd_units
+    from controller.deploy import Supervisor, check_security, load_deployment, write_systemd_units
 
     dep = load_deployment(file)
+    check_security(dep)
     if systemd_dir is not None:
         for unit in write_systemd_units(dep, systemd_dir):
             click.echo(str(unit))
@@ -54,9 +55,10 @@ def agent_cmd(file: Path, agent_id: str | None, standby: bool) -> None:
     """Run one agent daemon of a deployment (e.g. on the machine wired to its board)."""
     from controller.daemon import run_daemon
     from controller.daemon import standby as run_standby
-    from controller.deploy import load_deployment
+    from controller.deploy import check_security, load_deployment
 
     dep = load_deployment(file)
+    check_security(dep)
     if standby:
         summary = run_standby({a.id: dep.daemon_config(a.id) for a in dep.agents}, dep.bundle)
     elif agent_id is None:
@@ -73,10 +75,12 @@ def twin_server_cmd(file: Path, slots: int | None) -> None:
     """Run the twin server (environment + slot clock, and the ZeroMQ hub) of a deployment."""
     import dataclasses
 
-    from controller.deploy import load_deployment
+    from controller.deploy import check_security, load_deployment
     from controller.twin_server import serve
 
-    cfg = load_deployment(file).server_config()
+    dep = load_deployment(file)
+    check_security(dep)
+    cfg = dep.server_config()
     if slots is not None:
         cfg = dataclasses.replace(cfg, slots=slots)
     summary = serve(cfg)
