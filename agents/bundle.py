@@ -15,6 +15,7 @@ cannot make the loader import arbitrary code. Any corruption or mismatch raises
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib
@@ -218,6 +219,13 @@ def export_bundle(
 
 # --------------------------------------------------------------------------- load
 
+def reset_actor(actor: Actor) -> None:
+    """Call the actor's optional ``reset_state()`` (per-episode memory, e.g. MAQ's last resolution)."""
+    reset = getattr(actor, "reset_state", None)
+    if callable(reset):
+        reset()
+
+
 class Bundle:
     """A loaded bundle: one eval-mode actor per role, decisions for any served agent id."""
 
@@ -264,6 +272,11 @@ class Bundle:
     def obs_dim(self, agent_id: str) -> int:
         self.role_of(agent_id)
         return self._obs_dim[agent_id]
+
+    def reset_state(self) -> None:
+        """Start a new episode: actors that keep per-episode state (``reset_state()``) forget it."""
+        for actor in self._actors.values():
+            reset_actor(actor)
 
     def act(self, obs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """Batched actions for every agent in ``obs`` (agent id -> (B, obs_dim))."""
@@ -379,8 +392,10 @@ def load_bundle(path: str | os.PathLike, env: Any = None, scenario_name: str | N
             p.requires_grad_(False)
         obs_dim = obs_dim_of(spec["observation_spec"])
         try:
+            # Probe a copy: an actor may keep per-episode state (e.g. its last resolution)
+            # that the probe must not leave behind.
             with torch.inference_mode():
-                out = actor(torch.zeros(1, obs_dim))
+                out = copy.deepcopy(actor)(torch.zeros(1, obs_dim))
         except Exception as exc:
             raise BundleError(f"{where}.observation_spec: the actor rejects a ({obs_dim},) observation ({str(exc).splitlines()[0]})") from None
         _check_action(out, spec["action_spec"], f"{where}.action_spec")

@@ -44,6 +44,9 @@ def step_metrics(rewards: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -
 def rollout(env: BatchedEnv, policy: Policy, seed: int, max_steps: int | None = None) -> dict[str, np.ndarray]:
     """One batched episode from ``reset(seed)``: metric name -> (T, B) array."""
     obs = env.reset(seed=seed)
+    reset = getattr(policy, "reset", None)
+    if callable(reset):  # a new episode for policies with per-episode state
+        reset()
     rows: list[dict[str, np.ndarray]] = []
     while True:
         result = env.step(policy(env, obs))
@@ -74,6 +77,22 @@ def actors_policy(actors: Mapping[str, Actor], role_of: Callable[[str], str]) ->
     for actor in actors.values():
         if hasattr(actor, "wrap_policy"):
             policy = actor.wrap_policy(policy)
+
+    wrapped_reset = getattr(policy, "reset", None)
+
+    def reset() -> None:
+        """Actors with per-episode state (MAQ's last resolution) start each episode afresh."""
+        from agents.bundle import reset_actor
+
+        for actor in actors.values():
+            reset_actor(actor)
+        if callable(wrapped_reset):
+            wrapped_reset()
+
+    try:
+        policy.reset = reset  # type: ignore[attr-defined]
+    except AttributeError:  # a wrapper that does not take attributes keeps its own episode logic
+        pass
     return policy
 
 

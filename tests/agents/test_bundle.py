@@ -185,3 +185,46 @@ def test_export_is_atomic_and_replaces_an_old_bundle(tmp_path, monkeypatch):
     # the content hash covers the weights' digests
     m = json.loads((new / "manifest.json").read_text())
     assert m["roles"]["bs"]["sha256"] == hashlib.sha256((new / "bs.pt").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("algo", ["maq-wp", "maq-pg", "maddpg", "il"])
+def test_loaded_actors_match_fresh_trainer_actors_slot_by_slot(tmp_path, algo):
+    """B = 1 as the daemons run it, over several slots: actors with per-episode state (MAQ keeps
+    its last resolution) must start exactly like the trainer's, so loading must not touch them."""
+    from agents import registry
+
+    if algo not in registry.ALGORITHMS:
+        pytest.skip(f"{algo} not registered")
+    env = P1Env(num_envs=1, cfg=get_scenario("p1"))
+    algo_cls, cfg_cls = registry.algorithm(algo)
+    trainer_algo = algo_cls(env, cfg_cls(), 7)
+    actors = trainer_algo.actors()
+    torch.manual_seed(1)
+    with torch.no_grad():  # "trained" weights: every input (also MAQ's previous resolution) matters
+        for actor in actors.values():
+            for p in actor.parameters():
+                p.add_(0.5 * torch.randn(p.shape))
+    path = export_bundle(tmp_path / "b", algo, "p1", env.cfg, actors, {a: trainer_algo.role_of(a) for a in env.agent_ids},
+                         env.observation_spaces, env.action_spaces)
+    b = load_bundle(path, env=env)
+    # loading leaves no per-episode state behind (e.g. MAQ's last resolution from a probe)
+    for a in env.agent_ids:
+        loaded = b.actor_for(a)
+        fresh = type(loaded)(**loaded.arch_kwargs())
+        for key, value in vars(fresh).items():
+            if key.startswith("_") or key == "training" or not (value is None or isinstance(value, (int, float, str, torch.Tensor))):
+                continue
+            other = vars(loaded)[key]
+            same = torch.equal(value, other) if isinstance(value, torch.Tensor) and isinstance(other, torch.Tensor) else value == other
+            assert same, (a, key, value, other)
+    obs = env.reset(seed=4)
+    g = torch.Generator().manual_seed(0)
+    for slot in range(6):
+        x = {a: o + 3.0 * torch.randn(o.shape, generator=g) for a, o in obs.items()}  # varied inputs
+        with torch.no_grad():
+            ref = {a: actors[trainer_algo.role_of(a)](o) for a, o in x.items()}
+        for a in env.agent_ids:
+            got = b.decide(a, x[a][0].numpy())
+            for k in ref[a]:
+                assert np.array_equal(got[k], ref[a][k][0].numpy()), (slot, a, k)
+        obs = env.step({a: {k: v for k, v in ref[a].items()} for a in env.agent_ids}).obs
