@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from controller.daemon import AgentDaemon
 from controller.deploy import load_deployment, process_plan, write_systemd_units
 from controller.runlog import read_runlog
 from controller.twin_server import TwinServer
@@ -85,7 +86,7 @@ def test_kill9_rejoin_and_sigterm_hold_or_safe(p1_bundle, tmp_path):
     try:
         for p, proc in zip(ports, boards):
             wait_port(p, proc)
-        for a in ("bs0", "irs0", "irs1"):
+        for a in ("irs0", "irs1"):                              # surfaces as processes; bs0 in-process
             procs[a] = spawn(argv[a], out)
         # The supervisor's warm spare: imports and bundle already loaded, waits for an agent id.
         spare = subprocess.Popen([sys.executable, "-m", "controller", "agent", str(toml), "--standby"],
@@ -121,8 +122,13 @@ def test_kill9_rejoin_and_sigterm_hold_or_safe(p1_bundle, tmp_path):
         async def main():
             server = TwinServer(dataclasses.replace(dep.server_config(), host_hub=False, join_timeout_s=90))
             task = asyncio.ensure_future(server.run())
+            bs0 = AgentDaemon(dep.daemon_config("bs0"))
+            bs0_task = asyncio.ensure_future(bs0.run())
             await chaos(server, None)
-            return await task
+            result = await task
+            bs0.stop()
+            await bs0_task
+            return result
 
         summary = asyncio.run(main())
         records = read_runlog(dep.runlog, "slot")
@@ -139,9 +145,9 @@ def test_kill9_rejoin_and_sigterm_hold_or_safe(p1_bundle, tmp_path):
 
         # SIGTERM: irs0 latches the safe pattern, irs1 holds its last configuration.
         last_irs1 = records[-1]["agents"]["irs1"]["applied"]
-        for a in ("bs0", "irs0", "irs1"):
+        for a in ("irs0", "irs1"):
             procs[a].send_signal(signal.SIGTERM)
-        for a in ("bs0", "irs0", "irs1"):
+        for a in ("irs0", "irs1"):
             assert procs[a].wait(20) == 0
         with drivers.open(f"socket://127.0.0.1:{ports[0]}") as board0:
             assert not board0.readback().on.any()
