@@ -179,3 +179,39 @@ def test_non_loopback_needs_auth_unless_insecure():
         make_transport(dataclasses.replace(cfg, insecure=True), "x")
     with pytest.raises(TransportError, match="not loopback"):
         ZmqHub(BusConfig(kind="zmq", host="0.0.0.0"))
+
+
+@pytest.mark.mqtt
+def test_mqtt_last_will_reports_a_killed_client_offline(mosquitto):
+    import subprocess
+    import sys
+
+    cfg = BusConfig(kind="mqtt", mqtt_port=mosquitto.port, deployment="will")
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import asyncio, sys\n"
+        "from controller.transports import BusConfig, connect\n"
+        f"cfg = BusConfig(kind='mqtt', mqtt_port={mosquitto.port}, deployment='will')\n"
+        "async def main():\n"
+        "    t = await connect(cfg, 'victim')\n"
+        "    print(t.client_id, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        client_id = child.stdout.readline().strip()
+        assert client_id.startswith("victim-")
+
+        async def read_live():
+            t = await connect(cfg, "watcher")
+            sub = await t.subscribe(f"live/{client_id}")
+            first = await sub.get(5)                 # retained: the victim said "online"
+            child.kill()                             # kill -9: no DISCONNECT, the broker sends the will
+            second = await sub.get(10)
+            await t.close()
+            return first, second
+
+        first, second = run(read_live(), timeout=30)
+        assert first == (f"live/{client_id}", b"online")
+        assert second == (f"live/{client_id}", b"offline")
+    finally:
+        child.kill()
+        child.wait()
