@@ -201,6 +201,9 @@ def _print_table(title: str, results: dict[str, dict[str, dict[str, float]]]) ->
     from rich.table import Table
 
     present = [(k, label) for k, label in _COLUMNS if any(k in m for m in results.values())]
+    if not present:  # another scenario's metrics: show what it reports
+        keys = dict.fromkeys(k for m in results.values() for k in m)
+        present = [(k, k) for k in list(keys)[:8]]
     table = Table(title=title)
     table.add_column("policy", no_wrap=True)
     for _, label in present:
@@ -227,16 +230,20 @@ def _config_value(config: dict, key: str) -> Any:
 @click.command("compare")
 @click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory for the plots and compare.json.")
-@click.option("--metric", default="eval_reward", show_default=True,
-              help="Learning-curve column: eval_* from eval.csv (deterministic), others from metrics.csv (training).")
+@click.option("--metric", "metrics", multiple=True, default=("eval_reward", "eval_sum_rate"), show_default=True,
+              help="Learning-curve column(s), repeatable: eval_* from eval.csv (deterministic), others from "
+                   "metrics.csv (training). One plot per metric.")
 @click.option("--sweep", default=None, metavar="KEY", help="Config key varied across runs (e.g. scenario.n_irs): adds a Fig. 4-like plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def compare(runs_: tuple[Path, ...], out: Path | None, metric: str, sweep: str | None, as_json: bool) -> None:
+def compare(runs_: tuple[Path, ...], out: Path | None, metrics: tuple[str, ...], sweep: str | None, as_json: bool) -> None:
     """Compare runs: final evaluation per algorithm (mean and spread over seeds) and learning curves."""
+    from click.core import ParameterSource
+
     from agents import runs
     from agents.evaluation import plot_learning_curves, plot_sweep
 
-    curves: dict[str, list] = defaultdict(list)
+    defaulted = click.get_current_context().get_parameter_source("metrics") == ParameterSource.DEFAULT
+    curves: dict[str, dict[str, list]] = {m: defaultdict(list) for m in metrics}
     finals: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     sweep_points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs_:
@@ -248,26 +255,32 @@ def compare(runs_: tuple[Path, ...], out: Path | None, metric: str, sweep: str |
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 raise ConfigError(f"--sweep: {sweep} must be a number in every run, got {x!r} in {run}")
         group = algo if x is None else f"{algo} {sweep.split('.')[-1]}={x:g}"
-        csv_path = run / (runs.EVAL_CSV if metric.startswith("eval_") else runs.METRICS_CSV)
-        xs, ys = runs.read_series(csv_path, metric)
-        if not xs:
-            raise ConfigError(f"{csv_path}: no {metric!r} values; is the run trained (see --metric)?")
+        last: dict[str, float] = {}
+        for metric in metrics:
+            csv_path = run / (runs.EVAL_CSV if metric.startswith("eval_") else runs.METRICS_CSV)
+            xs, ys = runs.read_series(csv_path, metric)
+            if not xs:
+                if defaulted and metric != metrics[0]:
+                    continue  # a default curve this scenario does not report (e.g. no sum rate)
+                raise ConfigError(f"{csv_path}: no {metric!r} values; is the run trained (see --metric)?")
+            curves[metric][group].append((xs, ys))
+            last[metric] = ys[-1]
         final_path = run / "final_eval.json"
-        final = json.loads(final_path.read_text()) if final_path.is_file() else {metric: ys[-1]}
-        curves[group].append((xs, ys))
+        final = json.loads(final_path.read_text()) if final_path.is_file() else last
         for k, v in final.items():
             if k != "step":
                 finals[group][k].append(float(v))
         if x is not None:
-            sweep_points[algo][float(x)].append(float(final.get("eval_rate_mean", final.get(metric, ys[-1]))))
+            sweep_points[algo][float(x)].append(float(final.get("eval_rate_mean", final.get(metrics[0], last[metrics[0]]))))
+    metrics = tuple(m for m in metrics if curves[m])
     import numpy as np
 
     table = {g: {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": len(v)} for k, v in m.items()}
              for g, m in finals.items()}
-    report: dict[str, Any] = {"runs": [str(r) for r in runs_], "metric": metric, "final": table}
+    report: dict[str, Any] = {"runs": [str(r) for r in runs_], "metrics": list(metrics), "final": table}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        report["plots"] = [str(plot_learning_curves(curves, out / f"learning_curves_{metric}.png", ylabel=metric))]
+        report["plots"] = [str(plot_learning_curves(curves[m], out / f"learning_curves_{m}.png", ylabel=m)) for m in metrics]
         if sweep is not None:
             report["plots"].append(str(plot_sweep(sweep_points, out / f"sweep_{sweep.split('.')[-1]}.png", xlabel=sweep)))
         runs.write_atomic(out / "compare.json", json.dumps(report, indent=2) + "\n")

@@ -125,6 +125,8 @@ def test_cli_train_evaluate_compare(tmp_path, capsys):
     assert code == 0, err
     report = json.loads(out)
     assert set(report["final"]) == {"toy n_elements=6", "toy n_elements=8"}
+    assert [p.rsplit("/", 1)[-1] for p in report["plots"]] == [
+        "learning_curves_eval_reward.png", "learning_curves_eval_sum_rate.png", "sweep_n_elements.png"]
     for p in report["plots"]:
         assert open(p, "rb").read(4) == b"\x89PNG"
 
