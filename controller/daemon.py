@@ -39,6 +39,9 @@ from controller.transports import BusConfig, Transport, connect
 # scenario -> agent id prefix -> bus prefixes that agent may read besides its own observation
 PEER_VIEW: dict[str, dict[str, tuple[str, ...]]] = {
     "p1": {"bs": ("act/",), "irs": ()},   # P1: the BS collects the surfaces' states
+    "p2": {"bs": ("act/",)},              # P2 (MDLBI): a BS overhears the other BSs' IRS claims
+    "p3": {"bs": ("act/",), "star": ()},  # P3 (MAGAR): the global agent sees the STAR agents' moves
+    "p4": {},                             # P4: each agent acts on its own statistics only
 }
 
 
@@ -110,7 +113,7 @@ class AgentDaemon:
                 self._board_energy = False
 
     def _apply(self, action: dict[str, np.ndarray]) -> SurfaceConfig | None:
-        if self.driver is None:
+        if self.driver is None or not {"bits", "phase_idx", "on"} <= set(action):
             return None
         requested = SurfaceConfig(bits=int(np.asarray(action["bits"]).reshape(())),
                                   phase_idx=np.asarray(action["phase_idx"]).astype(np.int64),

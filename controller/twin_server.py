@@ -87,6 +87,36 @@ def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
     return env, obs, bundle_hash
 
 
+def _batched_action(agent: str, action: dict[str, np.ndarray], space: Any) -> Any:
+    """A daemon's action (numpy, B = 1 squeezed) as the env's batched action for B = 1.
+
+    ``Bundle.decide`` wraps a plain-tensor action as {"action": array}; dict actions keep
+    their keys, which must be the action space's."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        if set(action) != set(space.spaces):
+            raise ActionError(f"{agent}: action keys {sorted(action)} != {sorted(space.spaces)}")
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).unsqueeze(0) for k, v in action.items()}
+    if set(action) != {"action"}:
+        raise ActionError(f"{agent}: expected one 'action' array, got keys {sorted(action)}")
+    return torch.from_numpy(np.ascontiguousarray(action["action"])).unsqueeze(0)
+
+
+def _neutral_action(space: Any) -> Any:
+    """The action of an agent that never answered: zeros inside the box, the first discrete choice."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _neutral_action(s) for k, s in space.spaces.items()}
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.tensor([int(space.start)], dtype=torch.long)
+    if isinstance(space, gym.spaces.Box):
+        zero = np.clip(np.zeros(space.shape, dtype=space.dtype), space.low, space.high)
+        return torch.from_numpy(zero).unsqueeze(0)
+    raise ConfigError(f"action space {space}: no neutral action for a silent agent")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
@@ -95,7 +125,9 @@ class TwinServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.env, self.first_obs, self.bundle_hash = build_env(cfg)
-        self.surface_ids = tuple(a for a in self.env.agent_ids if a != "bs0")
+        # Surfaces whose boards report what they latched (hardware in the loop). Scenarios whose
+        # env cannot take a SurfaceConfig (P2-P4 today) run their actions through unchanged.
+        self.surface_ids = tuple(getattr(self.env, "irs_ids", ())) if hasattr(self.env, "irs_action_from_configs") else ()
         self.slot = 0
         self.joined: dict[str, str] = {}          # agent -> incarnation
         self.rejoins = Counter()
@@ -158,24 +190,21 @@ class TwinServer:
 
     def _fallback(self, agent: str) -> tuple[Any, str]:
         """What a silent agent's device does this slot: (env action, 'hold' | 'safe')."""
-        if agent == "bs0":
-            if "bs0" in self.last_action:
-                return self.last_action["bs0"], "hold"
-            V = torch.zeros((1,) + self.env.action_spaces["bs0"]["V"].shape, dtype=torch.float32)
-            return {"V": V}, "safe"
-        if self.status.get(agent) == "safe" or agent not in self.last_applied:
-            cfg = SurfaceConfig.safe(self.env.N, bits=self.env.bit_choices[0])
-            return self.env.irs_action_from_configs([cfg]), "safe"
-        return self.env.irs_action_from_configs([self.last_applied[agent]]), "hold"
+        if agent in self.surface_ids:
+            if self.status.get(agent) == "safe" or agent not in self.last_applied:
+                cfg = SurfaceConfig.safe(self.env.N, bits=self.env.bit_choices[0])
+                return self.env.irs_action_from_configs([cfg]), "safe"
+            return self.env.irs_action_from_configs([self.last_applied[agent]]), "hold"
+        if agent in self.last_action:
+            return self.last_action[agent], "hold"
+        return _neutral_action(self.env.action_spaces[agent]), "safe"
 
     def _env_action(self, msg: m.Action) -> Any:
-        if msg.agent == "bs0":
-            if set(msg.action) != {"V"}:
-                raise ActionError(f"bs0: action keys {sorted(msg.action)} != ['V']")
-            return {"V": torch.from_numpy(np.asarray(msg.action["V"], dtype=np.float32)).unsqueeze(0)}
-        if msg.applied is None:
-            raise ActionError(f"{msg.agent}: no applied configuration reported")
-        return self.env.irs_action_from_configs([msg.applied])   # hardware in the loop
+        if msg.agent in self.surface_ids:
+            if msg.applied is None:
+                raise ActionError(f"{msg.agent}: no applied configuration reported")
+            return self.env.irs_action_from_configs([msg.applied])   # hardware in the loop
+        return _batched_action(msg.agent, msg.action, self.env.action_spaces[msg.agent])
 
     async def _collect(self, sub, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
         pending = set(self.cfg.agents)
@@ -254,11 +283,12 @@ class TwinServer:
                 self.missed[agent] += 1
                 action, entry["fallback"] = self._fallback(agent)
             actions[agent] = action
-            if agent == "bs0":
-                entry["action"] = {"V": action["V"][0]}
-            else:
+            if agent in self.surface_ids:
                 entry["action"] = {} if msg is None else dict(msg.action)
                 entry["applied"] = {k: v[0] for k, v in action.items()}
+            else:
+                entry["action"] = {k: v[0] for k, v in action.items()} if isinstance(action, dict) \
+                    else {"action": action[0]}
 
         result = self.env.step(actions)
         t_done = time.time()

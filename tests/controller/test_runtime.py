@@ -24,15 +24,15 @@ SIM = "sim://?elements=10&bits=1,2,3"
 
 
 async def run_deployment(bus_cfg, bundle, runlog, slots, *, seed=11, deadline_s=2.0, period_s=0.0,
-                         daemon_overrides=None, during=None):
+                         daemon_overrides=None, during=None, agents=AGENTS):
     """Server + one daemon per agent in this loop; ``during(server)`` runs alongside."""
-    server = TwinServer(ServerConfig(bus=bus_cfg, agents=AGENTS, runlog=str(runlog), bundle=str(bundle),
+    server = TwinServer(ServerConfig(bus=bus_cfg, agents=agents, runlog=str(runlog), bundle=str(bundle),
                                      seed=seed, slots=slots, deadline_s=deadline_s, period_s=period_s,
                                      host_hub=False, join_timeout_s=30))
     server_task = asyncio.ensure_future(server.run())
     daemons = []
-    for a in AGENTS:
-        cfg = DaemonConfig(bus=bus_cfg, agent=a, bundle=str(bundle), driver_url="" if a == "bs0" else SIM)
+    for a in agents:
+        cfg = DaemonConfig(bus=bus_cfg, agent=a, bundle=str(bundle), driver_url=SIM if a.startswith("irs") else "")
         if daemon_overrides and a in daemon_overrides:
             cfg = dataclasses.replace(cfg, **daemon_overrides[a])
         daemons.append(AgentDaemon(cfg))
@@ -283,3 +283,35 @@ def test_invalid_action_is_a_miss_not_a_crash(p1_bundle, tmp_path):
     hit = [r for r in records if "invalid" in r["agents"]["irs1"]]
     assert hit and all("irs1" in r["missed"] for r in hit)
     assert all(r["agents"]["irs0"]["answered"] and "irs0" not in r["missed"] for r in records)
+
+
+def test_p2_bundle_runs_decentralized_like_in_process(tmp_path):
+    """Scenarios without boards in the loop (P2: two BSs, MDLBI) run their actions through the
+    bus unchanged and still match in-process evaluation slot by slot."""
+    from agents import registry
+    from agents.bundle import export_bundle
+    from tests.controller.conftest import ZmqBus
+
+    torch.manual_seed(0)
+    cfg = registry.scenario_config("p2")
+    env = registry.make_env("p2", cfg, 1)
+    algo_cls, algo_cfg = registry.algorithm("mdlbi")
+    algo = algo_cls(env, algo_cfg(), 0)
+    bundle = export_bundle(tmp_path / "bundle", "mdlbi", "p2", cfg, algo.actors(),
+                           {a: algo.role_of(a) for a in env.agent_ids}, env.observation_spaces, env.action_spaces)
+    bus = ZmqBus()
+    slots = 5
+    try:
+        summary, daemons = asyncio.run(run_deployment(bus.cfg, bundle, tmp_path / "run.jsonl", slots,
+                                                      agents=tuple(env.agent_ids)))
+    finally:
+        bus.close()
+    assert summary["missed"] == {}
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    reference = reference_run(bundle, 11, slots)
+    for rec, (actions, reward, sum_rate) in zip(records, reference):
+        assert rec["reward"] == reward
+        for a in env.agent_ids:
+            for key, value in actions[a].items():
+                np.testing.assert_array_equal(np.asarray(rec["agents"][a]["action"][key], np.float32), value[0].numpy())
+    assert daemons["bs0"]["peer_msgs"] >= slots          # bs0 overheard bs1's claims on the bus
