@@ -301,6 +301,7 @@ class TwinServer:
             "latency_s": None if all_in_at is None else all_in_at - t0,
             "missed": sorted(a for a, e in entries.items() if "fallback" in e),
             "reward": float(result.rewards[self.env.agent_ids[0]][0]),
+            "rewards": {a: float(r[0]) for a, r in result.rewards.items()},
             "metrics": {k: v[0] for k, v in info.items() if isinstance(v, torch.Tensor) and not v.is_complex()},
             "agents": entries,
         }

@@ -310,7 +310,7 @@ def test_p2_bundle_runs_decentralized_like_in_process(tmp_path):
     records = read_runlog(tmp_path / "run.jsonl", "slot")
     reference = reference_run(bundle, 11, slots)
     for rec, (actions, reward, sum_rate) in zip(records, reference):
-        assert rec["reward"] == reward
+        assert rec["reward"] == reward and set(rec["rewards"]) == {"bs0", "bs1"}
         for a in env.agent_ids:
             for key, value in actions[a].items():
                 np.testing.assert_array_equal(np.asarray(rec["agents"][a]["action"][key], np.float32), value[0].numpy())
