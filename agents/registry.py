@@ -17,7 +17,9 @@ from agents.dqn import MADQN, MADQNLR, MADQNConfig, MADQNLRConfig, QLearning, QL
 from agents.il import ILConfig, IndependentLearners
 from agents.maddpg import MADDPG, MADDPGConfig
 from agents.magar import MAGAR, MAGARConfig
+from agents.mappo import MAPPO, PPOAO, MAPPOConfig, PPOAOConfig
 from agents.maq import MAQPG, MAQWP, MAQPGConfig, MAQWPConfig
+from agents.mdlbi import MDLBI, CentralDDPGConfig, MDLBIConfig
 from twin.envs.base import BatchedEnv
 from twin.errors import ConfigError
 
@@ -32,6 +34,10 @@ ALGORITHMS: dict[str, tuple[type[Algorithm], type]] = {
     "madqn": (MADQN, MADQNConfig),             # P3 benchmark, global reward
     "madqn-lr": (MADQNLR, MADQNLRConfig),      # P3 benchmark, local rewards
     "q-learning": (QLearning, QLearningConfig),  # P3 benchmark, tabular
+    "mappo": (MAPPO, MAPPOConfig),             # P4
+    "ppo-ao": (PPOAO, PPOAOConfig),            # P4 benchmark: learned scheduler + AO precoding
+    "mdlbi": (MDLBI, MDLBIConfig),             # P2: one DDPG per BS
+    "ddpg-central": (MDLBI, CentralDDPGConfig),  # P2 benchmark: one DDPG over all BSs
 }
 
 # scenario -> "module:EnvClass" (imported on first use), or (EnvClass, ConfigDataclass) for a
