@@ -197,11 +197,11 @@ def test_registered_algorithm_resumes_exactly(tmp_path, algo):
     _, cfg_cls = registry.algorithm(algo)
     algo_cfg = _small_algo_config(cfg_cls)
     scenario, scenario_cfg = _home_scenario(algo, cfg_cls)
-    cfg = TrainConfig(scenario=scenario, algo=algo, steps=12, num_envs=2, seed=3, log_every=2, eval_every=6,
+    cfg = TrainConfig(scenario=scenario, algo=algo, steps=8, num_envs=2, seed=3, log_every=2, eval_every=4,
                       eval_episodes=2, checkpoint_every=4)
     Trainer(tmp_path / "a", cfg, scenario_cfg, algo_cfg).run(plot=False)
-    Trainer(tmp_path / "b", dataclasses.replace(cfg, steps=8), scenario_cfg, algo_cfg).run(plot=False)
-    Trainer.from_run_dir(tmp_path / "b", steps=12).run(resume=True, plot=False)
+    Trainer(tmp_path / "b", dataclasses.replace(cfg, steps=4), scenario_cfg, algo_cfg).run(plot=False)
+    Trainer.from_run_dir(tmp_path / "b", steps=8).run(resume=True, plot=False)
     assert _outputs(tmp_path / "b") == _outputs(tmp_path / "a")
 
 
