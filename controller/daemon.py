@@ -34,7 +34,7 @@ from twin.errors import BundleError, DriverError, MessageError, TransportError
 from twin.surface_config import SurfaceConfig
 
 from controller import messages as m
-from controller.transports import BusConfig, Transport, connect
+from controller.transports import BusConfig, BusUnreachable, Transport, connect
 
 # scenario -> agent id prefix -> bus prefixes that agent may read besides its own observation
 PEER_VIEW: dict[str, dict[str, tuple[str, ...]]] = {
@@ -92,6 +92,7 @@ class AgentDaemon:
         self.transport: Transport | None = None
         self._stop = asyncio.Event()
         self._welcomed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
         self._signal: str | None = None
         if cfg.driver_url:
             self._open_driver()
@@ -165,7 +166,13 @@ class AgentDaemon:
         elif msg.command == "safe":
             self._safe()
         elif msg.command == "start":
+            # A (re)started twin server asks everyone to say hello again.
             self.status = "ok"
+            if self._welcomed.is_set():
+                self._welcomed.clear()
+                task = asyncio.ensure_future(self._hello())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif msg.command == "reload":
             from agents.bundle import load_bundle
 
@@ -262,7 +269,9 @@ class AgentDaemon:
                 loop.add_signal_handler(sig, self._on_signal, name)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (in-process tests)
-        self.transport = await connect(self.cfg.bus, self.agent)
+        self.transport = await self._connect()
+        if self.transport is None:
+            return {"agent": self.agent, **self.counters}
         tasks: list[asyncio.Task] = []
         try:
             obs_sub = await self.transport.subscribe(f"obs/{self.agent}")
@@ -286,6 +295,19 @@ class AgentDaemon:
             if self.driver is not None:
                 self.driver.close()
         return {"agent": self.agent, **self.counters, "transport": self.transport.stats.as_dict()}
+
+    async def _connect(self) -> Transport | None:
+        """Connect, waiting for a hub / broker that is not up yet (a daemon may start first)."""
+        while not self._stop.is_set():
+            try:
+                return await connect(self.cfg.bus, self.agent)
+            except BusUnreachable:
+                self.counters["connect_retries"] += 1
+                try:
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+        return None
 
     def _on_signal(self, name: str) -> None:
         self._signal = name

@@ -360,7 +360,12 @@ class TwinServer:
 
     async def _wait_for_agents(self) -> None:
         deadline = time.monotonic() + self.cfg.join_timeout_s
+        next_call = 0.0
         while set(self.joined) != set(self.cfg.agents):
+            if time.monotonic() >= next_call:
+                # Daemons that outlived a previous server say hello again on "start".
+                await self._publish("ctl/all", m.encode(m.Control("start")))
+                next_call = time.monotonic() + 1.0
             if time.monotonic() > deadline or self._stop.is_set():
                 missing = sorted(set(self.cfg.agents) - set(self.joined))
                 raise TransportError(

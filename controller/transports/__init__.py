@@ -26,6 +26,10 @@ Callback = Callable[[str, bytes], "Awaitable[None] | None"]
 QUEUE_DEPTH = 1024
 
 
+class BusUnreachable(TransportError):
+    """No hub / broker answered in time (it may not be up yet): worth retrying, unlike bad keys."""
+
+
 def validate_topic(topic: str, *, prefix: bool = False) -> str:
     if not isinstance(topic, str) or len(topic) > 200:
         raise TransportError(f"topic: {topic!r} must be a string of at most 200 characters")
@@ -215,5 +219,5 @@ async def connect(cfg: BusConfig, client_id: str) -> Transport:
     return transport
 
 
-__all__ = ["BusConfig", "Subscription", "Transport", "TransportError", "TransportStats",
+__all__ = ["BusConfig", "BusUnreachable", "Subscription", "Transport", "TransportError", "TransportStats",
            "connect", "make_transport", "topic_matches", "validate_topic"]

@@ -24,7 +24,7 @@ import aiomqtt
 from twin.errors import TransportError
 
 from controller.security import read_secret_file
-from controller.transports import BusConfig, Transport, validate_topic
+from controller.transports import BusConfig, BusUnreachable, Transport, validate_topic
 
 QOS_BY_FAMILY = {"obs": 0, "act": 0, "share": 0, "hb": 0, "hello": 1, "welcome": 1, "ctl": 1}
 
@@ -71,7 +71,9 @@ class MqttTransport(Transport):
         if waiter not in done:
             waiter.cancel()
             err = self._first_error
-            raise TransportError(
+            text = str(err or "").lower()
+            kind = TransportError if ("authori" in text or "password" in text or "bad user" in text) else BusUnreachable
+            raise kind(
                 f"transport: cannot reach the MQTT broker at {self.cfg.host}:{self.cfg.mqtt_port} "
                 f"({err or 'timeout'}); is mosquitto running?"
             )

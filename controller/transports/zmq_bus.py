@@ -29,7 +29,7 @@ from twin.errors import TransportError
 
 from controller.messages import MAX_MESSAGE_BYTES
 from controller.security import check_bus_security, load_curve_keypair, load_curve_public
-from controller.transports import BusConfig, Transport, validate_topic
+from controller.transports import BusConfig, BusUnreachable, Transport, validate_topic
 
 PROBE = "_probe"
 HUB_MAX_FRAME = 4 * MAX_MESSAGE_BYTES   # hub hard limit; clients drop anything over MAX_MESSAGE_BYTES
@@ -248,7 +248,7 @@ class ZmqTransport(Transport):
                     await asyncio.wait_for(asyncio.shield(fut), 0.02)
                 except asyncio.TimeoutError:
                     if asyncio.get_running_loop().time() > deadline:
-                        raise TransportError(
+                        raise BusUnreachable(
                             f"transport: no ZeroMQ hub answered at {self.cfg.host}:{self.cfg.pub_port}/"
                             f"{self.cfg.sub_port} within {timeout:.0f} s (is the twin server / hub running, "
                             f"and do the CURVE keys match?)"

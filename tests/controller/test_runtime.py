@@ -315,3 +315,31 @@ def test_p2_bundle_runs_decentralized_like_in_process(tmp_path):
             for key, value in actions[a].items():
                 np.testing.assert_array_equal(np.asarray(rec["agents"][a]["action"][key], np.float32), value[0].numpy())
     assert daemons["bs0"]["peer_msgs"] >= slots          # bs0 overheard bs1's claims on the bus
+
+
+def test_daemons_outlive_a_twin_server_restart_and_wait_for_a_late_hub(p1_bundle, tmp_path):
+    """Daemons started before any hub exists wait for it (probe, then retries); a second server
+    run finds them again (it asks for hellos with ctl start) without restarting a daemon."""
+    from controller.transports import BusConfig
+    from tests.controller.conftest import free_port
+
+    bus = BusConfig(pub_port=free_port(), sub_port=free_port())
+
+    async def main():
+        daemons = [AgentDaemon(DaemonConfig(bus=bus, agent=a, bundle=str(p1_bundle),
+                                            driver_url=SIM if a != "bs0" else "")) for a in AGENTS]
+        tasks = [asyncio.ensure_future(d.run()) for d in daemons]
+        await asyncio.sleep(1.0)                                   # no hub yet: daemons retry
+        summaries = []
+        for run in range(2):                                       # two servers, one after the other
+            server = TwinServer(ServerConfig(bus=bus, agents=AGENTS, runlog=str(tmp_path / f"run{run}.jsonl"),
+                                             bundle=str(p1_bundle), seed=run, slots=3, deadline_s=2.0,
+                                             join_timeout_s=40))
+            summaries.append(await server.run())                  # hosts the hub while it runs
+        for d in daemons:
+            d.stop()
+        return summaries, await asyncio.gather(*tasks)
+
+    summaries, results = asyncio.run(main())
+    assert [s["slots"] for s in summaries] == [3, 3] and all(s["missed"] == {} for s in summaries)
+    assert all(r["answered"] == 6 for r in results)                # the same daemons served both runs
