@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents import knn, registry
-from agents.bundle import export_bundle, load_bundle
+from agents.bundle import load_bundle
 from agents.evaluation import p1_reference_policies, rollout
 from agents.maq import (MAQPG, MAQWP, MAQPGConfig, MAQWPConfig, MappingEstimator, PolicyGradientMapping,
                         WolpertingerMapping, encode_discrete)
