@@ -72,8 +72,9 @@ class MAQConfig:
     target_period: int = 200            # open: gradient updates between hard target copies (Alg. 1 l. 21)
     learning_starts: int = 1_000        # open: transitions stored before the first update
     updates_per_step: int = 1           # open: gradient updates per batched env step
-    proto_noise: float = 0.1            # open: Gaussian exploration std on deterministic proto-actions
-    bs_noise: float = 0.1               # open: Gaussian exploration std on the BS's raw beamformers
+    proto_noise: float = 0.1            # open: Gaussian exploration std on MAQ-WP's proto-actions (MAQ-PG
+                                        #   explores by sampling its own Gaussian whenever this is > 0)
+    bs_noise: float = 0.1               # open: exploration std on the BS's raw beams, relative to their rms
     reward_scale: float = 1.0           # open: rewards are multiplied by this before learning
     grad_clip: float = 10.0             # open: global gradient-norm clip per optimizer
 
