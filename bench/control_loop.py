@@ -9,7 +9,9 @@ waits for); slots/s includes the twin's physics step and the run log.
 
 With emulated boards the ratio column compares each slot's latency with the slowest
 surface's driver apply time that slot (the serial exchange: wire time + board latch), i.e.
-how much the runtime adds on top of the serial link.
+how much the runtime adds on top of the serial link. "agents CPU" = the five daemons' thread
+CPU per slot (decode + decide + apply, summed), "server CPU" = the server's thread CPU per
+slot (encode, collect, validate, twin step): what the slot costs regardless of scheduling.
 
     /work/venv/bin/python bench/control_loop.py --slots 400
 """
@@ -132,8 +134,12 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                          if not r["missed"]]) * 1e3
     ratio = np.array([r["latency_s"] / max(r["agents"][a]["timing"]["apply_s"] for a in agents[1:])
                       for r in records if not r["missed"] and r["latency_s"] is not None])
+    agent_cpu = np.array([sum(r["agents"][a]["timing"]["cpu_s"] for a in agents) for r in records
+                          if not r["missed"]]) * 1e3
+    server_cpu = np.array([r["server_cpu_s"] for r in records]) * 1e3
     return {
         "transport": kind, "driver": driver, "slots": len(records),
+        "agent_cpu": float(np.median(agent_cpu)), "server_cpu": float(np.median(server_cpu)),
         "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
         "slots_per_s": float(1.0 / np.mean(walls)) if len(walls) else float("nan"),
         "missed": sum(len(r["missed"]) for r in records),
@@ -163,11 +169,12 @@ def main() -> None:
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work))
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
-          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s}")
+          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s}")
     for r in rows:
         ratio = f"{r['ratio_p50']:.2f}" if r["ratio_p50"] is not None else "-"
         print(f"{r['transport']:9s} {r['driver']:6s} {r['slots']:5d} {r['p50']:7.2f} {r['p99']:7.2f} "
-              f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s}")
+              f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s} "
+              f"{r['agent_cpu']:13.2f} {r['server_cpu']:13.2f}")
     load = os.getloadavg()[0]
     worst = {k: max((r["p99"] for r in rows if r["transport"] == k and r["driver"] == "sim"), default=float("nan"))
              for k in ("zmq", "mqtt")}

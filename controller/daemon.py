@@ -223,7 +223,7 @@ class AgentDaemon:
                 self.counters["status_failed"] += 1
         return obs
 
-    async def _answer(self, msg: m.Observation) -> None:
+    async def _answer(self, msg: m.Observation, cpu0: float) -> None:
         recv_lag = max(0.0, time.time() - msg.sent_at)   # bus delay (same-host clocks; NTP across hosts)
         t0 = time.perf_counter()
         obs = self._local_obs(msg.obs)
@@ -237,7 +237,8 @@ class AgentDaemon:
             await asyncio.sleep(self.cfg.delay_s)
         applied = self._apply(action) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
-        timing = {"decide_s": t1 - t0, "apply_s": t2 - t1, "recv_lag_s": recv_lag}
+        timing = {"decide_s": t1 - t0, "apply_s": t2 - t1, "recv_lag_s": recv_lag,
+                  "cpu_s": time.thread_time() - cpu0}   # decode + decide + apply, this thread's CPU
         await self._publish(f"act/{self.agent}", m.Action(msg.slot, self.agent, action, applied, timing))
         await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
         self.last_slot = msg.slot
@@ -253,6 +254,7 @@ class AgentDaemon:
                     return
                 self.counters["skipped_stale"] += 1
                 topic, payload = item
+            cpu0 = time.thread_time()
             msg = self._decode(payload)
             if not isinstance(msg, m.Observation) or msg.agent != self.agent:
                 self.counters["unexpected"] += msg is not None
@@ -260,7 +262,7 @@ class AgentDaemon:
             if time.time() > msg.deadline:
                 self.counters["late_observation"] += 1
                 continue
-            await self._answer(msg)
+            await self._answer(msg, cpu0)
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -242,6 +242,7 @@ class TwinServer:
     async def _run_slot(self, act_sub, obs: dict[str, torch.Tensor], log: RunLog) -> dict[str, torch.Tensor]:
         slot = self.slot
         t0 = time.time()
+        cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
         bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
         for topic, body in bodies:   # encode first, then send back to back: agents start together
@@ -299,6 +300,7 @@ class TwinServer:
         record = {
             "type": "slot", "slot": slot, "t": t0,
             "latency_s": None if all_in_at is None else all_in_at - t0,
+            "server_cpu_s": time.thread_time() - cpu0,   # encode, collect, validate, twin step
             "missed": sorted(a for a, e in entries.items() if "fallback" in e),
             "reward": float(result.rewards[self.env.agent_ids[0]][0]),
             "rewards": {a: float(r[0]) for a, r in result.rewards.items()},
