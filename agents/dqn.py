@@ -302,6 +302,9 @@ class MADQN(Algorithm):
         """Hook for MAGAR's global agent; nothing for the plain multi-agent DQN."""
         return torch.zeros(()), {}
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        return [list(self.q[a].parameters()) for a in self.agent_ids]
+
     def soft_update_targets(self) -> None:
         soft_update_(self.q_target, self.q, self.cfg.soft_update)
 
@@ -316,7 +319,8 @@ class MADQN(Algorithm):
             extra, extra_logs = self.extra_loss(batch)
             self.opt.zero_grad()
             (local + extra).backward()
-            nn.utils.clip_grad_norm_(self.params, c.grad_clip)
+            for group in self.clip_groups():   # per network: one agent's large loss must not shrink another's step
+                nn.utils.clip_grad_norm_(group, c.grad_clip)
             self.opt.step()
             self.soft_update_targets()
             self.updates += 1

@@ -147,6 +147,9 @@ class MAGAR(MADQN):
         self.global_decisions = 0          # slots in which Q_tot's joint action was executed
         self.last_global_turn = False
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        return super().clip_groups() + [list(self.global_q.parameters())]
+
     def act(self, obs: Obs, state: torch.Tensor, explore: bool) -> Action:
         actions = self.local_actions(obs, explore)
         self.last_global_turn = self.global_q.global_turn(self.env)

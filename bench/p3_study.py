@@ -191,6 +191,14 @@ def report(args) -> None:
                 cells.append(f"{_ms([r['ee_mean'] for r in s])} / {_ms([r['ee_last'] for r in s])} (n={len(s)})" if s else "-")
             if any(c != "-" for c in cells):
                 print(f"| {algo} | " + " | ".join(cells) + " |")
+        print(f"Paired gain of the last-slot EE over the same scene's initial EE (%), mean +- std over seeds")
+        for algo in ("magar", "madqn-lr", "madqn", "q-learning"):
+            cells = []
+            for x in xs:
+                s = [100.0 * (r["ee_last"] / r["ee_initial"] - 1.0) for r in sel if r["algo"] == algo and r["x"] == x]
+                cells.append(_ms(s) if s else "-")
+            if any(c != "-" for c in cells):
+                print(f"| {algo} (gain %) | " + " | ".join(cells) + " |")
         refs = defaultdict(list)
         for r in sel:
             refs[r["x"]].append((r["ee_initial"], r["ee_csi_reference"], r["n_on_last"]))
