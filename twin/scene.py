@@ -137,16 +137,31 @@ def evolve_p1(scene: P1Scene, scn, generator: torch.Generator) -> P1Scene:
     """One slot: positions (hence LoS and path loss) fixed within an episode, NLoS and
     Rayleigh parts Gauss-Markov with rho = scn.fading_correlation (open in P1; see preset)."""
     rho = scn.fading_correlation
-    H_BR_nlos = gauss_markov(scene.H_BR_nlos, rho, generator)
-    h_RU_nlos = gauss_markov(scene.h_RU_nlos, rho, generator)
-    h_BU_nlos = gauss_markov(scene.h_BU_nlos, rho, generator)
     if scene.H_BR_mean is None or scene.h_RU_mean is None:  # a scene built by hand
         scene = dataclasses.replace(scene, **dict(zip(("H_BR_mean", "h_RU_mean"), _p1_means(
             scn, scene.H_BR_los, scene.h_RU_los, scene.amp_BR, scene.amp_RU))))
-    H_BR, h_RU, h_BU = _p1_channels(scn, scene.H_BR_mean, scene.h_RU_mean, H_BR_nlos, h_RU_nlos, h_BU_nlos,
-                                    scene.amp_BR, scene.amp_RU, scene.amp_BU)
-    return dataclasses.replace(scene, H_BR=H_BR, h_RU=h_RU, h_BU=h_BU,
-                               H_BR_nlos=H_BR_nlos, h_RU_nlos=h_RU_nlos, h_BU_nlos=h_BU_nlos)
+    olds = (scene.H_BR_nlos, scene.h_RU_nlos, scene.h_BU_nlos)
+    if rho >= 1.0:  # static fading: only re-assemble (a hand-set H_BR is overwritten, as before)
+        H_BR, h_RU, h_BU = _p1_channels(scn, scene.H_BR_mean, scene.h_RU_mean, *olds,
+                                        scene.amp_BR, scene.amp_RU, scene.amp_BU)
+        return dataclasses.replace(scene, H_BR=H_BR, h_RU=h_RU, h_BU=h_BU)
+    # Fused Gauss-Markov slot on real views (complex elementwise ops are slow on CPU): ONE
+    # normal draw for all three channels, x <- rho x + sqrt(1 - rho^2) w per channel, then
+    # H = mean + sqrt(g/(K+1)) x (eq. 34). The draw equals the three CN(0, 1) draws of
+    # channels.gauss_markov in the same order (torch fills complex normals as real normals
+    # of std 1/sqrt(2)); results agree with the unfused formula to float rounding.
+    real = [torch.view_as_real(x) for x in olds]
+    sizes = [r.numel() for r in real]
+    w = torch.randn(sum(sizes), generator=generator, dtype=real[0].dtype, device=real[0].device)
+    w.mul_(math.sqrt((1.0 - rho * rho) / 2.0))
+    nlos = [seg.view(r.shape).add_(r, alpha=rho) for seg, r in zip(w.split(sizes), real)]
+    b = math.sqrt(1.0 / (scn.rician_factor + 1.0))
+    H_BR = torch.addcmul(torch.view_as_real(scene.H_BR_mean), (scene.amp_BR * b)[..., None, None, None], nlos[0])
+    h_RU = torch.addcmul(torch.view_as_real(scene.h_RU_mean), (scene.amp_RU * b)[..., None, None], nlos[1])
+    h_BU = nlos[2] * scene.amp_BU[..., None, None]
+    c = torch.view_as_complex
+    return dataclasses.replace(scene, H_BR=c(H_BR), h_RU=c(h_RU), h_BU=c(h_BU),
+                               H_BR_nlos=c(nlos[0]), h_RU_nlos=c(nlos[1]), h_BU_nlos=c(nlos[2]))
 
 
 # ============================================================================================
