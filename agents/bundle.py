@@ -56,7 +56,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return to_jsonable(value.detach().cpu().tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return to_jsonable(value.item())  # np.float32(inf) -> 'inf' like a Python float
     if isinstance(value, (Path, torch.dtype, np.dtype)):
         return str(value)
     if isinstance(value, float) and not np.isfinite(value):

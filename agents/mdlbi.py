@@ -1,0 +1,308 @@
+"""MDLBI on P2 (seed 002): one DDPG actor-critic per BS, no information exchanged between BSs.
+
+Each BS m runs its own DDPG (P2 sec. IV, Algorithm 1):
+- observation o_m = its local CSI (real / imaginary parts) and rho_-m, the other BSs' IRS
+  claims overheard from leaked control signals (``twin.envs.p2`` builds it; nothing else);
+- action a_m = precoders W_m, phases of the IRSs it ends up owning and its association
+  scores (the env turns those into the K x L matrix A_m and the L-entry claim vector);
+  the actor's last layer is tanh, so every action lies in the env's [-1, 1] boxes;
+- critic Q_m(o_m, a_m), target y = r_m + gamma Q'_m(o'_m, mu'_m(o'_m)) (eq. 9), actor by the
+  deterministic policy gradient (eq. 8), soft target updates with tau (eqs. 11-12);
+- reward r_m = BS m's own sum rate. Every BS has its own networks, optimizers and gradient
+  clipping, and its update reads only its own buffer fields (o_m, a_m, r_m, o'_m), so no
+  number computed by one BS reaches another. (One buffer object holds all BSs' fields and
+  the sampled slot indices are common: a simulation convenience that passes no values.)
+
+Centralized DDPG ("the original DDPG-based solution" of P2 Fig. 3) is the same code with one
+*group* holding every BS: one actor maps the concatenated observations of all BSs to all
+their actions, one critic scores the joint action, the reward is the total sum rate
+(``MDLBIConfig(centralized=True)``, registered as ``ddpg-central``).
+
+Collisions (two BSs claiming one IRS in a slot) are arbitrated by the environment with
+``twin.multicell.resolve_claims`` (the rule the IRS daemon runs when deployed); the
+agents only see its consequence in their reward and, one slot later, in rho_-m.
+
+Open values the paper leaves unspecified are named in ``MDLBIConfig`` (hidden sizes,
+exploration noise, warm-up). The paper initializes w and Phi as identity; here the actor's
+initial outputs are near zero (small last-layer gain) and the env normalizes W to full
+power, so the initial decision is an arbitrary fixed beam, not the identity (project choice).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from agents.base import Actor, Algorithm
+from agents.buffers import ReplayBuffer
+from agents.networks import MLP
+from twin.envs.base import Action, BatchedEnv, Obs, StepResult
+from twin.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MDLBIConfig:
+    gamma: float = 0.99                   # P2 Table I
+    lr_actor: float = 1e-4                # P2 Table I
+    lr_critic: float = 1e-3               # P2 Table I
+    tau: float = 1e-3                     # P2 Table I (soft target update, eqs. 11-12)
+    buffer_size: int = 10_000             # P2 Table I
+    batch_size: int = 64                  # P2 Table I (W)
+    hidden: tuple[int, ...] = (256, 256)  # two hidden ReLU layers (sec. V); widths open
+    noise: float = 0.2                    # open: Gaussian exploration std on the tanh outputs (clipped to [-1, 1])
+    noise_decay_steps: int = 0            # open: linear decay of the noise to noise_final over this many transitions (0 = constant)
+    noise_final: float = 0.05             # open
+    learning_starts: int = 256            # open: transitions before the first update
+    updates_per_step: int = 1             # open: gradient updates per batched env step
+    reward_scale: float = 0.1             # open: rewards (bit/s/Hz, ~10-40) scaled for the critic
+    grad_clip: float = 10.0               # open
+    preact_penalty: float = 0.1           # open: L2 on the actor's pre-tanh outputs; keeps the tanh out of
+                                          # saturation (all |W| entries at 1 = equal power, the worst split)
+    centralized: bool = False             # True = one DDPG over all BSs (the centralized baseline)
+
+
+def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        for pt, ps in zip(target.parameters(), source.parameters()):
+            pt.lerp_(ps, tau)
+
+
+class P2BSActor(Actor):
+    """Deterministic P2 BS actor: local observation (B, obs_dim) -> {"W", "theta", "assoc"} in [-1, 1].
+
+    The network maps ``group_size`` concatenated observations to ``group_size`` actions
+    (tanh output). MDLBI: group_size 1. Centralized DDPG: group_size n_bs, and the actor
+    exported for BS ``index`` slices its own action; on a local observation alone it fills
+    the other BSs' observations with zeros, and ``wrap_policy`` (used by evaluation) feeds
+    the real concatenated observations, i.e. the centralized controller it was trained as.
+    """
+
+    def __init__(self, obs_dim: int, n_antennas: int, n_users: int, n_irs: int, n_elements: int,
+                 hidden: Sequence[int] = (256, 256), group_size: int = 1, index: int = 0,
+                 agent_ids: Sequence[str] = ()) -> None:
+        super().__init__()
+        if not 0 <= int(index) < int(group_size):
+            raise ConfigError(f"index: {index} is not a member of a group of {group_size}")
+        self._kw = dict(obs_dim=int(obs_dim), n_antennas=int(n_antennas), n_users=int(n_users), n_irs=int(n_irs),
+                        n_elements=int(n_elements), hidden=[int(h) for h in hidden], group_size=int(group_size),
+                        index=int(index), agent_ids=[str(a) for a in agent_ids])
+        Nb, K, L, Nl = self._kw["n_antennas"], n_users, n_irs, n_elements
+        self.shapes = {"W": (2, Nb, K), "theta": (L, Nl), "assoc": (K, L)}
+        self.act_dim = 2 * Nb * K + L * Nl + K * L
+        # out_gain 1 on the precoder part would be nicer for the power normalization; a small
+        # gain keeps the initial scores near 0 (associations undecided) as the paper's random init.
+        self.net = MLP(group_size * obs_dim, group_size * self.act_dim, hidden, "relu", out_gain=0.1)
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        return dict(self._kw)
+
+    def joint(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, group_size * obs_dim) -> (B, group_size, act_dim) in [-1, 1] (tanh)."""
+        return torch.tanh(self.pre(x))
+
+    def pre(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-tanh outputs (B, group_size, act_dim)."""
+        return self.net(x).view(x.shape[0], self._kw["group_size"], self.act_dim)
+
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, i = {}, 0
+        for key, shape in self.shapes.items():
+            n = 1
+            for s in shape:
+                n *= s
+            out[key] = flat[:, i:i + n].reshape(flat.shape[0], *shape)
+            i += n
+        return out
+
+    def forward(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        g, m, d = self._kw["group_size"], self._kw["index"], self._kw["obs_dim"]
+        if g > 1:  # local observation only: the others' blocks are unknown (zeros)
+            x = obs.new_zeros(obs.shape[0], g * d)
+            x[:, m * d:(m + 1) * d] = obs
+            obs = x
+        return self.split(self.joint(obs)[:, m])
+
+    def wrap_policy(self, local: Callable[[BatchedEnv, Obs], Action]) -> Callable[[BatchedEnv, Obs], Action]:
+        """Centralized actor (index 0 of a group): decide for all BSs from all observations."""
+        ids = self._kw["agent_ids"]
+        if self._kw["group_size"] == 1 or self._kw["index"] != 0:
+            return local
+
+        def policy(env: BatchedEnv, obs: Obs) -> Action:
+            with torch.inference_mode():
+                joint = self.joint(torch.cat([torch.as_tensor(obs[a]).float() for a in ids], -1))
+            return {a: self.split(joint[:, i]) for i, a in enumerate(ids)}
+
+        return policy
+
+
+class MDLBI(Algorithm):
+    """Independent DDPG per BS (MDLBI) or one DDPG over all BSs (``centralized``)."""
+
+    name = "mdlbi"
+
+    def __init__(self, env: BatchedEnv, config: MDLBIConfig | None = None, seed: int = 0) -> None:
+        cfg = MDLBIConfig() if config is None else config
+        for field in ("Nb", "K", "L", "Nl", "obs_dim", "n_bs"):
+            if not hasattr(env, field):
+                raise ConfigError(f"--algo mdlbi: needs the P2 environment (--scenario p2), got {type(env).__name__}")
+        self.cfg, self.seed = cfg, int(seed)
+        self.ids = tuple(env.agent_ids)
+        self.groups: list[tuple[str, ...]] = [self.ids] if cfg.centralized else [(a,) for a in self.ids]
+        self.group_names = ["central"] if cfg.centralized else list(self.ids)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        dims = dict(obs_dim=env.obs_dim, n_antennas=env.Nb, n_users=env.K, n_irs=env.L, n_elements=env.Nl, hidden=cfg.hidden)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            actors, critics = {}, {}
+            for name, members in zip(self.group_names, self.groups):
+                actors[name] = P2BSActor(**dims, group_size=len(members), index=0, agent_ids=members)
+                act_dim = actors[name].act_dim
+                critics[name] = MLP(len(members) * (env.obs_dim + act_dim), 1, cfg.hidden, "relu", out_gain=1.0)
+        self.act_dim = act_dim
+        self.actor_nets = nn.ModuleDict(actors)
+        self.critics = nn.ModuleDict(critics)
+        self.target_actors = copy.deepcopy(self.actor_nets).requires_grad_(False)
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
+        # One optimizer pair per group: no shared state (Adam moments, clipping) between BSs.
+        self.opt_actor = {n: torch.optim.Adam(self.actor_nets[n].parameters(), lr=cfg.lr_actor) for n in self.group_names}
+        self.opt_critic = {n: torch.optim.Adam(self.critics[n].parameters(), lr=cfg.lr_critic) for n in self.group_names}
+        self.buffer = ReplayBuffer(cfg.buffer_size)
+        self.transitions = 0
+        self.updates = 0
+
+    # ---------------------------------------------------------------- acting
+
+    def _noise_std(self) -> float:
+        c = self.cfg
+        if c.noise_decay_steps <= 0:
+            return c.noise
+        frac = min(1.0, self.transitions / c.noise_decay_steps)
+        return c.noise + frac * (c.noise_final - c.noise)
+
+    def _group_obs(self, obs: Obs, members: tuple[str, ...]) -> torch.Tensor:
+        return torch.cat([torch.as_tensor(obs[a]).float() for a in members], -1)
+
+    @torch.no_grad()
+    def act(self, obs: Obs, state: torch.Tensor, explore: bool) -> Action:
+        actions: Action = {}
+        sigma = self._noise_std() if explore else 0.0
+        for name, members in zip(self.group_names, self.groups):
+            net = self.actor_nets[name]
+            joint = net.joint(self._group_obs(obs, members))
+            if sigma > 0:
+                joint = (joint + sigma * torch.randn(joint.shape, generator=self.gen)).clamp(-1.0, 1.0)
+            for i, a in enumerate(members):
+                actions[a] = net.split(joint[:, i])
+        return actions
+
+    def _flat_action(self, act: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([torch.as_tensor(act[k]).float().flatten(1) for k in ("W", "theta", "assoc")], -1)
+
+    def observe(self, obs: Obs, state: torch.Tensor, action: Action, result: StepResult, next_state: torch.Tensor) -> None:
+        self.buffer.add({
+            "obs": {a: torch.as_tensor(obs[a]).float() for a in self.ids},
+            "next_obs": {a: torch.as_tensor(result.obs[a]).float() for a in self.ids},
+            "action": {a: self._flat_action(action[a]) for a in self.ids},
+            "reward": {a: result.rewards[a].float() * self.cfg.reward_scale for a in self.ids},
+            # Truncation (episode_steps) is a time limit, not a terminal state: bootstrap through it.
+            "terminated": result.terminated.float(),
+        })
+        self.transitions += int(result.terminated.shape[0])
+
+    # ---------------------------------------------------------------- learning
+
+    def update(self) -> dict[str, float]:
+        if len(self.buffer) < max(self.cfg.learning_starts, self.cfg.batch_size):
+            return {}
+        metrics: dict[str, float] = {}
+        for _ in range(self.cfg.updates_per_step):
+            batch = self.buffer.sample(self.cfg.batch_size, self.gen)
+            lc, la = 0.0, 0.0
+            for name, members in zip(self.group_names, self.groups):
+                c, a = self._update_group(name, members, batch)
+                lc, la = lc + c, la + a
+            self.updates += 1
+            metrics = {"loss_critic": lc, "loss_actor": la, "noise": self._noise_std()}
+        return metrics
+
+    def _update_group(self, name: str, members: tuple[str, ...], batch: dict[str, Any]) -> tuple[float, float]:
+        cfg = self.cfg
+        actor, critic = self.actor_nets[name], self.critics[name]
+        o = self._group_obs(batch["obs"], members)
+        o2 = self._group_obs(batch["next_obs"], members)
+        a = torch.cat([batch["action"][m] for m in members], -1)
+        r = sum(batch["reward"][m] for m in members)
+        not_term = 1.0 - batch["terminated"]
+        with torch.no_grad():
+            a2 = self.target_actors[name].joint(o2).flatten(1)
+            y = r + cfg.gamma * not_term * self.target_critics[name](torch.cat([o2, a2], -1)).squeeze(-1)
+        q = critic(torch.cat([o, a], -1)).squeeze(-1)
+        loss_c = (y - q).square().mean()
+        self.opt_critic[name].zero_grad(set_to_none=True)
+        loss_c.backward()
+        nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip)
+        self.opt_critic[name].step()
+        pre = actor.pre(o)
+        loss_a = -critic(torch.cat([o, torch.tanh(pre).flatten(1)], -1)).mean() + cfg.preact_penalty * pre.square().mean()
+        self.opt_actor[name].zero_grad(set_to_none=True)
+        loss_a.backward()
+        nn.utils.clip_grad_norm_(actor.parameters(), cfg.grad_clip)
+        self.opt_actor[name].step()
+        critic.zero_grad(set_to_none=True)  # the actor step left gradients in the critic
+        _soft_update(self.target_actors[name], actor, cfg.tau)
+        _soft_update(self.target_critics[name], critic, cfg.tau)
+        return float(loss_c.detach()), float(loss_a.detach())
+
+    # ---------------------------------------------------------------- execution and persistence
+
+    def actors(self) -> dict[str, Actor]:
+        if not self.cfg.centralized:
+            return {a: self.actor_nets[a] for a in self.ids}
+        # One exported actor per BS, each a copy of the central network slicing its own action.
+        central = self.actor_nets["central"]
+        out = {}
+        for i, a in enumerate(self.ids):
+            kw = {**central.arch_kwargs(), "index": i}
+            actor = P2BSActor(**kw)
+            actor.load_state_dict(central.state_dict())
+            out[a] = actor.eval()
+        return out
+
+    def role_of(self, agent_id: str) -> str:
+        if agent_id not in self.ids:
+            raise ConfigError(f"agent_id: {agent_id!r} is not an agent of this run ({list(self.ids)})")
+        return agent_id
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.cfg), "actors": self.actor_nets.state_dict(), "critics": self.critics.state_dict(),
+            "target_actors": self.target_actors.state_dict(), "target_critics": self.target_critics.state_dict(),
+            "opt_actor": {n: o.state_dict() for n, o in self.opt_actor.items()},
+            "opt_critic": {n: o.state_dict() for n, o in self.opt_critic.items()},
+            "buffer": self.buffer.state_dict(), "gen": self.gen.get_state(),
+            "transitions": self.transitions, "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor_nets.load_state_dict(state["actors"])
+        self.critics.load_state_dict(state["critics"])
+        self.target_actors.load_state_dict(state["target_actors"])
+        self.target_critics.load_state_dict(state["target_critics"])
+        for n in self.group_names:
+            self.opt_actor[n].load_state_dict(state["opt_actor"][n])
+            self.opt_critic[n].load_state_dict(state["opt_critic"][n])
+        self.buffer.load_state_dict(state["buffer"])
+        self.gen.set_state(state["gen"])
+        self.transitions, self.updates = int(state["transitions"]), int(state["updates"])
+
+
+@dataclass(frozen=True)
+class CentralDDPGConfig(MDLBIConfig):
+    """Registry default for ``ddpg-central``: MDLBIConfig with ``centralized`` on."""
+
+    centralized: bool = True
