@@ -121,7 +121,10 @@ class P1Env(BatchedEnv):
         if scene.H_BR.device != self.device:
             scene = P1Scene(*(getattr(scene, f.name).to(self.device) for f in dataclasses.fields(scene)))
         self.scene = scene
-        self.irs_user_dist = scene.d_RU.to(self.rdtype)  # (B, L, K), for eq. 11
+        if getattr(self, "_obs_weight_of", None) is not scene.d_RU:  # positions fixed within an episode
+            self._obs_weight_of = scene.d_RU
+            self.irs_user_dist = scene.d_RU.to(self.rdtype)  # (B, L, K), for eq. 11
+            self._obs_weight = torch.exp(-self.irs_user_dist / self.cfg.d_l0_m)  # exp(-d_lk/d_l0)
 
     def _draw_rate_requirements(self) -> torch.Tensor:
         """R_req_k(t) (B, K): fixed, or U[(1-s) R, (1+s) R] per slot (the preset's reading)."""
@@ -161,7 +164,7 @@ class P1Env(BatchedEnv):
     def _irs_obs_all(self) -> torch.Tensor:
         """(B, L, K+1): eq. 11 for every IRS."""
         satisfied = (self.prev_rate > self.r_req).to(self.rdtype)               # f_k (eq. 12)
-        weight = torch.exp(-self.irs_user_dist / self.cfg.d_l0_m)                       # exp(-d_lk/d_l0)
+        weight = self._obs_weight                                                   # exp(-d_lk/d_l0), cached
         return torch.cat([weight * satisfied.unsqueeze(1), self.energy.unsqueeze(-1)], dim=-1).float()
 
     def _observe(self) -> Obs:
