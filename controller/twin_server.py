@@ -245,8 +245,9 @@ class TwinServer:
         cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
         bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
-        for topic, body in bodies:   # encode first, then send back to back: agents start together
-            await self._publish(topic, body)
+        # Encode first, then hand every observation to the transport at once: agents start together
+        # (MQTT confirms each publish on a later loop turn; awaiting them one by one staggers the agents).
+        await asyncio.gather(*(self._publish(topic, body) for topic, body in bodies))
         got, all_in_at = await self._collect(act_sub, slot, deadline)
 
         # Each answer as the env's action (hardware in the loop: the applied config for a surface).
