@@ -126,6 +126,11 @@ class P1Scenario:
     # fixed within an episode, NLoS/Rayleigh parts follow Gauss-Markov
     # x(t+1) = rho x(t) + sqrt(1 - rho^2) w(t) with rho = 0.9 (slowly varying fading).
     fading_correlation: float = _f(0.9, CORR)
+    # Project extension (not in the paper): "paper" = the printed observations (eqs. 11, 13, 14),
+    # which carry no channel information; "csi" appends each agent's local channel features
+    # (IRS: per-element cascaded phases relative to each user's direct path; BS: its direct
+    # channels), because the channels change every slot (docs/ENVIRONMENTS.md, P1).
+    observation: str = _f("paper", CHOICE, choices=("paper", "csi"))
 
     @property
     def p_max_w(self) -> float:

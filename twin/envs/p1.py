@@ -20,6 +20,8 @@ resolution b_l, phase indices on the b_l-bit grid, ON/OFF mask). One slot per st
 5. observations of slot t+1: IRS l (eq. 11) [exp(-d_lk/d_l0) f_k(R_k,t)]_k ++ [E_l,t+1],
    f_k = 1 iff R_k > R_req_k (strict, eq. 12); BS (eq. 13) [P_k,t]_k; global state (eq. 14)
    = all IRS observations then the BS observation.
+   With ``cfg.observation == "csi"`` (project extension, default "paper") every observation
+   also carries the agent's local channel features of slot t+1 (``_irs_csi`` / ``_bs_csi``).
 
 Episodes last ``cfg.episode_steps`` slots for every environment of the batch (truncation, no
 termination); ``reset`` draws new geometry and fading.
@@ -88,15 +90,19 @@ class P1Env(BatchedEnv):
         irs_low[K], irs_high[K] = c.energy_min_units, c.energy_max_units
         # Largest ||v_k||^2 inside the box: 2 M entries of sqrt(P_max)^2 each.
         p_high = np.float32(2 * M * c.p_max_w * (1 + 1e-5))
+        bs_low, bs_high = np.zeros(K, np.float32), np.full(K, p_high, np.float32)
+        self.csi = c.observation == "csi"
+        if self.csi:  # appended features: phasors in [-1, 1], ratios in [0, 1], log10 SNR in [-5, 5]
+            irs_low = np.concatenate([irs_low, -np.ones(2 * K * N, np.float32), np.zeros(K, np.float32)])
+            irs_high = np.concatenate([irs_high, np.ones(2 * K * N + K, np.float32)])
+            bs_low = np.concatenate([bs_low, -np.ones(2 * K * M, np.float32), np.full(K, -5.0, np.float32)])
+            bs_high = np.concatenate([bs_high, np.ones(2 * K * M, np.float32), np.full(K, 5.0, np.float32)])
         irs_obs = gym.spaces.Box(irs_low, irs_high, dtype=np.float32)
-        bs_obs = gym.spaces.Box(0.0, p_high, shape=(K,), dtype=np.float32)
+        bs_obs = gym.spaces.Box(bs_low, bs_high, dtype=np.float32)
         self.observation_spaces = {"bs0": bs_obs, **{a: irs_obs for a in self.irs_ids}}
         self.state_space = gym.spaces.Box(
-            np.concatenate([irs_low] * L + [np.zeros(K, np.float32)]),
-            np.concatenate([irs_high] * L + [np.full(K, p_high, np.float32)]),
-            dtype=np.float32,
-        )
-        self.state_dim = L * (K + 1) + K
+            np.concatenate([irs_low] * L + [bs_low]), np.concatenate([irs_high] * L + [bs_high]), dtype=np.float32)
+        self.state_dim = L * irs_low.size + bs_low.size
         bs_act = gym.spaces.Dict({"V": gym.spaces.Box(-self.v_bound, self.v_bound, shape=(2, M, K), dtype=np.float32)})
         irs_act = IRSActionSpace(N, self.bit_choices)
         self.action_spaces = {"bs0": bs_act, **{a: irs_act for a in self.irs_ids}}
@@ -162,14 +168,53 @@ class P1Env(BatchedEnv):
     # ---- observations ----------------------------------------------------------------------
 
     def _irs_obs_all(self) -> torch.Tensor:
-        """(B, L, K+1): eq. 11 for every IRS."""
+        """(B, L, K+1): eq. 11 for every IRS (then the CSI features when ``csi``)."""
         satisfied = (self.prev_rate > self.r_req).to(self.rdtype)               # f_k (eq. 12)
         weight = self._obs_weight                                                   # exp(-d_lk/d_l0), cached
-        return torch.cat([weight * satisfied.unsqueeze(1), self.energy.unsqueeze(-1)], dim=-1).float()
+        parts = [weight * satisfied.unsqueeze(1), self.energy.unsqueeze(-1)]
+        if self.csi:
+            parts.append(self._csi()[0])
+        return torch.cat(parts, dim=-1).float()
+
+    def _bs_obs(self) -> torch.Tensor:
+        """(B, K): eq. 13 (then the CSI features when ``csi``)."""
+        if not self.csi:
+            return self.prev_power.float()
+        return torch.cat([self.prev_power, self._csi()[1]], dim=-1).float()
+
+    def _csi(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local channel features of the current scene (project extension, cached per scene).
+
+        IRS l, (B, L, 2KN + K): with the BS beaming at user k along its direct channel
+        (MRT, v_k = h_BU,k / ||h_BU,k||), element n adds q_lkn phi_ln / ||h_BU,k|| to the
+        direct amplitude ||h_BU,k||, q_lkn = conj(h_RU,lkn) (H_BR,ln . h_BU,k) (eq. 1).
+        Features: the phasors q/|q| (real parts then imaginary parts, k-major), so phi_ln =
+        conj(q/|q|) aligns element n for user k; and per user rho/(1+rho), rho =
+        sum_n |q_lkn| / ||h_BU,k||^2, the amplitude the aligned IRS adds relative to the
+        direct path. What an IRS learns from a cascaded-channel estimate of its own elements.
+        BS, (B, 2KM + K): the direct channels' directions h_BU,k/||h_BU,k|| (real, imag)
+        and log10 of the direct SNR P_max ||h_BU,k||^2 / sigma^2, clamped to [-5, 5].
+        """
+        s = self.scene
+        if getattr(self, "_csi_of", None) is s:
+            return self._csi_val
+        B, L, K = self.num_envs, self.L, self.K
+        hb = s.h_BU                                                                  # (B, K, M)
+        q = s.h_RU.conj() * torch.einsum("blnm,bkm->blkn", s.H_BR, hb)              # (B, L, K, N)
+        mag = q.abs()
+        ph = q / mag.clamp_min(torch.finfo(mag.dtype).tiny)
+        g2 = hb.abs().square().sum(-1)                                               # (B, K)
+        rho = mag.sum(-1) / g2.unsqueeze(1).clamp_min(torch.finfo(mag.dtype).tiny)  # (B, L, K)
+        irs = torch.cat([ph.real.reshape(B, L, -1), ph.imag.reshape(B, L, -1), rho / (1.0 + rho)], -1)
+        d = hb / g2.sqrt().unsqueeze(-1).clamp_min(torch.finfo(mag.dtype).tiny)
+        snr = torch.log10((self.cfg.p_max_w * g2 / self.cfg.noise_w).clamp_min(1e-30)).clamp(-5.0, 5.0)
+        bs = torch.cat([d.real.reshape(B, -1), d.imag.reshape(B, -1), snr], -1)
+        self._csi_of, self._csi_val = s, (irs.to(self.rdtype), bs.to(self.rdtype))
+        return self._csi_val
 
     def _observe(self) -> Obs:
         irs = self._irs_obs_all()
-        obs = {"bs0": self.prev_power.float()}
+        obs = {"bs0": self._bs_obs()}
         for l, a in enumerate(self.irs_ids):
             obs[a] = irs[:, l]
         return obs
@@ -179,15 +224,15 @@ class P1Env(BatchedEnv):
         if not self._has_state:
             raise ConfigError("local_observation: call reset() first")
         if agent_id == "bs0":
-            return self.prev_power.float()
+            return self._bs_obs()
         if agent_id in self.irs_ids:
             return self._irs_obs_all()[:, self.irs_ids.index(agent_id)]
         raise ConfigError(f"agent_id: unknown agent {agent_id!r}; expected one of {list(self.agent_ids)}")
 
     def state(self) -> torch.Tensor:
-        """Global state eq. 14: IRS observations irs0..irs{L-1} then the BS's, (B, L(K+1)+K)."""
+        """Global state eq. 14: IRS observations irs0..irs{L-1} then the BS's, (B, state_dim)."""
         irs = self._irs_obs_all().reshape(self.num_envs, -1)
-        return torch.cat([irs, self.prev_power.float()], dim=-1)
+        return torch.cat([irs, self._bs_obs()], dim=-1)
 
     # ---- actions ---------------------------------------------------------------------------
 
