@@ -325,10 +325,10 @@ class P1Env(BatchedEnv):
         truncated = torch.full((B,), self.t >= c.episode_steps, dtype=torch.bool, device=self.device)
         terminated = torch.zeros(B, dtype=torch.bool, device=self.device)
         info = {
-            "sum_rate": out["rate"].sum(-1),
+            "sum_rate": out["sum_rate"],
             "rate": out["rate"],
             "satisfied": out["satisfied"].sum(-1),
-            "tx_power_w": out["tx_power_k"].sum(-1),
+            "tx_power_w": out["tx_power"],
             "irs_power_w": out["irs_power_l"].sum(-1),
             "irs_power_l_w": out["irs_power_l"],
             "energy": self.energy,
@@ -348,9 +348,12 @@ class P1Env(BatchedEnv):
         p_irs = surfaces.irs_power_w(a["bits"], a["on"], self._mu).to(self.rdtype)              # eq. 7
         consumed = energy.consumption_units(p_irs, c.slot_s, c.energy_unit_j)
         pen_rate = torch.clamp(rate - self.r_req, max=0.0).sum(-1)                              # eq. 19 part 2
-        pen_power = torch.clamp(c.p_max_w - p_k.sum(-1), max=0.0) / c.p_max_w                  # part 3, in units of P_max
+        p_tot = p_k.sum(-1)
+        pen_power = torch.clamp(c.p_max_w - p_tot, max=0.0) / c.p_max_w                        # part 3, in units of P_max
         pen_energy = energy.energy_deficit(self.energy, consumed, c.energy_min_units).sum(-1)              # part 4
-        reward = rate.sum(-1) + c.xi_rate * pen_rate + c.xi_power * pen_power + c.xi_energy * pen_energy
-        return {"rate": rate, "tx_power_k": p_k, "irs_power_l": p_irs, "consumed": consumed,
+        sum_rate = rate.sum(-1)
+        reward = sum_rate + c.xi_rate * pen_rate + c.xi_power * pen_power + c.xi_energy * pen_energy
+        return {"rate": rate, "sum_rate": sum_rate, "tx_power_k": p_k, "tx_power": p_tot,
+                "irs_power_l": p_irs, "consumed": consumed,
                 "satisfied": rate > self.r_req, "pen_rate": pen_rate, "pen_power": pen_power,
                 "pen_energy": pen_energy, "reward": reward}
