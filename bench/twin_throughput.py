@@ -14,16 +14,22 @@ Prints a table and ends with one summary line.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import numpy as np
-import torch
-from rich.console import Console
-from rich.table import Table
+# Idle OpenMP threads sleep instead of spinning (as bench/env_throughput.py): on the shared,
+# oversubscribed machine spinning threads stole the working thread's CPU and 2-thread runs
+# collapsed to ~7k eval/s. Set before torch loads OpenMP; an explicit value in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from twin import signal, surfaces
-from twin.scenarios import get_scenario
-from twin.scene import sample_p1
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from twin import signal, surfaces  # noqa: E402
+from twin.scenarios import get_scenario  # noqa: E402
+from twin.scene import sample_p1  # noqa: E402
 
 BATCHES = (1, 64, 1024, 4096)
 
@@ -109,7 +115,8 @@ def main() -> None:
         # numpy loop re-measured next to each table so both see the same machine load
         n, el, cpu = timed(np_loop, args.seconds)
         np_rate, np_cpu = n * H.shape[0] / el, n * H.shape[0] / cpu
-        table = Table(title=f"P1 signal evaluations/s, torch threads = {threads}")
+        table = Table(title=f"P1 signal evaluations/s, torch threads = {threads}, "
+                            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
         for col in ("batch", "torch eval/s (wall)", "us/call (wall)", "torch eval/s (CPU)", "numpy loop eval/s (wall)",
                     "numpy loop eval/s (CPU)", "speed-up (wall)", "speed-up (CPU)"):
             table.add_column(col, justify="right")
