@@ -270,13 +270,13 @@ def part_table2(trained, pct: dict, repeats: int = 300) -> dict:
     return {"mappo_ms": mt[0], "ppo_ao_ms": pt[0], "bfs_ao_ms": bt[0], "speedup": bt[0] / mt[0]}
 
 
-def part_omega(seeds, steps: int, episode: int) -> dict:
+def part_omega(seeds, steps: int, episode: int, omegas=(0.0, 0.5, 0.9), algos=("MAPPO", "PPO-AO"), logit_gap: float = 4.0) -> dict:
     """MAPPO trained with reward (1 - omega) R_sum + omega J (J over ``episode``-step episodes)."""
     t = Table(title=f"Fairness weight omega ({steps} steps, Jain's index over {episode}-step episodes), mean over {len(seeds)} seeds")
     for c in ("algorithm", "omega", "JFI", "sum rate", "schedules used"):
         t.add_column(c)
     out = {}
-    for name, w in [(n, w) for n in ("MAPPO", "PPO-AO") for w in (0.0, 0.5, 0.9)]:
+    for name, w in [(n, w) for n in algos for w in omegas]:
         scn = get_scenario("p4", fairness_weight=w)
         jfi, rate, used = [], [], []
         for s in seeds:
@@ -284,7 +284,7 @@ def part_omega(seeds, steps: int, episode: int) -> dict:
             env = static_env(scn, scene)
             env.cfg = dataclasses.replace(env.cfg, episode_steps=episode)
             if name == "MAPPO":
-                algo = MAPPO(env, mappo_cfg(), seed=s)
+                algo = MAPPO(env, mappo_cfg(init_logit_gap=logit_gap), seed=s)
                 algo.init_from_first_iterate(env)
             else:
                 algo = PPOAO(env, PPOAOConfig(), seed=s)
@@ -313,7 +313,7 @@ def part_omega(seeds, steps: int, episode: int) -> dict:
         t.add_row(name, f"{w:g}", f"{np.mean(jfi):.3f}", f"{np.mean(rate):.3f}", f"{np.mean(used):.1f}")
         out[(name, w)] = (float(np.mean(jfi)), float(np.mean(rate)))
     console.print(t)
-    return {f"jfi_{n.lower()}_omega{w:g}": out[(n, w)][0] for n, w in out if w in (0.0, 0.9)}
+    return {f"jfi_{n.lower()}_omega{w:g}": out[(n, w)][0] for n, w in out}
 
 
 def _restart(env: P4Env, scene: P4Scene):
@@ -332,6 +332,9 @@ def main() -> None:
     ap.add_argument("--ppo-ao-steps", type=int, default=512)
     ap.add_argument("--omega-steps", type=int, default=640)
     ap.add_argument("--omega-episode", type=int, default=16)
+    ap.add_argument("--omegas", type=float, nargs="+", default=[0.0, 0.5, 0.9])
+    ap.add_argument("--omega-algos", nargs="+", default=["MAPPO", "PPO-AO"], choices=["MAPPO", "PPO-AO"])
+    ap.add_argument("--omega-logit-gap", type=float, default=4.0, help="MAPPO init_logit_gap in the omega sweep")
     ap.add_argument("--mc-draws", type=int, default=4000)
     ap.add_argument("--parts", nargs="+", default=["fig5", "main", "omega"], choices=["fig5", "main", "omega"])
     args = ap.parse_args()
@@ -343,7 +346,7 @@ def main() -> None:
     if "main" in args.parts:
         summary.update(part_main(args.seeds, args.steps, args.ppo_ao_steps))
     if "omega" in args.parts:
-        summary.update(part_omega(args.seeds, args.omega_steps, args.omega_episode))
+        summary.update(part_omega(args.seeds, args.omega_steps, args.omega_episode, args.omegas, args.omega_algos, args.omega_logit_gap))
     summary["wall_s"] = time.perf_counter() - t0
     print("SUMMARY p4_study " + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
 
