@@ -32,7 +32,6 @@ Reward of BS m: its own sum rate R_m = sum_{k in C_m} log2(1 + SINR_k) (bit/s/Hz
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -45,7 +44,6 @@ from twin.channels import log_distance_gain
 from twin.envs import validation as val
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
 from twin.errors import ConfigError
-from twin.scenarios import get_scenario
 from twin.scene import P2Scene, evolve_p2, sample_p2
 
 
@@ -56,14 +54,8 @@ class P2Env(BatchedEnv):
 
     def __init__(self, num_envs: int = 1, cfg: Any = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.complex64) -> None:
-        if int(num_envs) < 1:
-            raise ConfigError(f"num_envs: need at least 1 environment, got {num_envs}")
-        self.cfg = get_scenario("p2") if cfg is None else cfg
+        self._init_batch(num_envs, cfg, seed, device, dtype)
         c = self.cfg
-        self.num_envs = int(num_envs)
-        self.device = torch.device(device)
-        self.cdtype = dtype
-        self.rdtype = torch.float64 if dtype == torch.complex128 else torch.float32
         self.n_bs, self.Nb, self.L, self.Nl, self.K = c.n_bs, c.n_bs_antennas, c.n_irs, c.n_elements, c.n_users
         self.agent_ids = tuple(f"bs{m}" for m in range(self.n_bs))
         nb, Nb, L, Nl, K = self.n_bs, self.Nb, self.L, self.Nl, self.K
@@ -83,10 +75,6 @@ class P2Env(BatchedEnv):
         amp = lambda e: math.sqrt(float(log_distance_gain(torch.tensor(d_ref, dtype=torch.float64), c.pl_ref_db, e,
                                                           c.pl_ref_distance_m)))
         self._norm = {"BU": amp(c.pl_exp_bs_user), "BI": amp(c.pl_exp_bs_irs), "IU": amp(c.pl_exp_irs_user)}
-        self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(0 if seed is None else int(seed))
-        self._has_state = False
-        self.t = 0
 
     # ---- episode control -------------------------------------------------------------------
 
@@ -100,23 +88,11 @@ class P2Env(BatchedEnv):
         return self._observe()
 
     def _load_scene(self, scene: P2Scene) -> None:
-        if scene.H_BI.device != self.device:
-            scene = P2Scene(*(getattr(scene, f.name).to(self.device) for f in dataclasses.fields(scene)))
-        self.scene = scene
+        self.scene = self._scene_on_device(scene, "H_BI")
 
     def set_scene(self, scene: P2Scene | None = None, **fields: Any) -> None:
         """Replace the scene (a whole ``P2Scene`` and/or named fields; ``user_cell`` included)."""
-        if not self._has_state:
-            raise ConfigError("set_scene: call reset() first")
-        names = {f.name for f in dataclasses.fields(P2Scene)}
-        for key in fields:
-            if key not in names:
-                raise ConfigError(f"{key}: not a field of P2Scene ({sorted(names)})")
-        new = self.scene if scene is None else scene
-        new = dataclasses.replace(new, **fields) if fields else new
-        if new.H_BI.shape[0] != self.num_envs:
-            raise ConfigError(f"scene: has {new.H_BI.shape[0]} environments, this batch has {self.num_envs}")
-        self._load_scene(new)
+        self._load_scene(self._replaced_scene(scene, fields))
 
     # ---- observations ----------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ draws new user positions and fading.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -47,7 +46,6 @@ from twin import star
 from twin.envs import validation as val
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
 from twin.errors import ConfigError
-from twin.scenarios import get_scenario
 from twin.scene import P3Scene, evolve_p3, sample_p3
 
 TWO_PI = 2.0 * math.pi
@@ -62,14 +60,8 @@ class P3Env(BatchedEnv):
 
     def __init__(self, num_envs: int = 1, cfg: Any = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.complex64) -> None:
-        if int(num_envs) < 1:
-            raise ConfigError(f"num_envs: need at least 1 environment, got {num_envs}")
-        self.cfg = get_scenario("p3") if cfg is None else cfg
+        self._init_batch(num_envs, cfg, seed, device, dtype)
         c = self.cfg
-        self.num_envs = int(num_envs)
-        self.device = torch.device(device)
-        self.cdtype = dtype
-        self.rdtype = torch.float64 if dtype == torch.complex128 else torch.float32
         self.M, self.K, self.V, self.N = c.n_bs_antennas, c.n_users, c.n_surfaces, c.n_elements
         self.beta_levels = int(math.floor(1.0 / c.delta_beta + 1e-9))          # beta_R = i * Delta, i in [0, this]
         self.theta_levels = int(math.ceil(TWO_PI / c.delta_theta_rad - 1e-9))  # theta_R = i * Delta, i < this
@@ -92,10 +84,6 @@ class P3Env(BatchedEnv):
         self.n_bs_actions = 4 * M * K + 1
         self.action_spaces = {**{a: gym.spaces.Discrete(self.n_star_actions) for a in self.star_ids},
                               "bs0": gym.spaces.Discrete(self.n_bs_actions)}
-        self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(0 if seed is None else int(seed))
-        self._has_state = False
-        self.t = 0
 
     # ---- episode control -------------------------------------------------------------------
 
@@ -118,24 +106,11 @@ class P3Env(BatchedEnv):
         return self._observe()
 
     def _load_scene(self, scene: P3Scene) -> None:
-        if scene.G_BS.device != self.device:
-            move = lambda x: tuple(y.to(self.device) for y in x) if isinstance(x, tuple) else x.to(self.device)
-            scene = P3Scene(*(move(getattr(scene, f.name)) for f in dataclasses.fields(scene)))
-        self.scene = scene
+        self.scene = self._scene_on_device(scene, "G_BS")
 
     def set_scene(self, scene: P3Scene | None = None, **fields: Any) -> None:
         """Replace the channels (a whole ``P3Scene`` and/or named fields), keep the configuration."""
-        if not self._has_state:
-            raise ConfigError("set_scene: call reset() first")
-        names = {f.name for f in dataclasses.fields(P3Scene)}
-        for key in fields:
-            if key not in names:
-                raise ConfigError(f"{key}: not a field of P3Scene ({sorted(names)})")
-        new = self.scene if scene is None else scene
-        new = dataclasses.replace(new, **fields) if fields else new
-        if new.G_BS.shape[0] != self.num_envs:
-            raise ConfigError(f"scene: has {new.G_BS.shape[0]} environments, this batch has {self.num_envs}")
-        self._load_scene(new)
+        self._load_scene(self._replaced_scene(scene, fields))
 
     # ---- configuration <-> physics ---------------------------------------------------------
 

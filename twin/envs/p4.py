@@ -33,7 +33,6 @@ optionally mixed with Jain's index of the users' average throughput so far in th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -45,7 +44,6 @@ from twin import statistical as st
 from twin.envs import validation as val
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
 from twin.errors import ConfigError
-from twin.scenarios import get_scenario
 from twin.scene import P4Scene, sample_p4
 
 
@@ -67,14 +65,8 @@ class P4Env(BatchedEnv):
 
     def __init__(self, num_envs: int = 1, cfg: Any = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.complex64) -> None:
-        if int(num_envs) < 1:
-            raise ConfigError(f"num_envs: need at least 1 environment, got {num_envs}")
-        self.cfg = get_scenario("p4") if cfg is None else cfg
+        self._init_batch(num_envs, cfg, seed, device, dtype)
         c = self.cfg
-        self.num_envs = int(num_envs)
-        self.device = torch.device(device)
-        self.cdtype = dtype
-        self.rdtype = torch.float64 if dtype == torch.complex128 else torch.float32
         self.M, self.K, self.L, self.N, self.S = c.n_bs_antennas, c.n_users, c.n_ris, c.n_elements, c.n_scheduled
         self.codebook = st.schedule_codebook(self.K, self.S).to(self.device)   # (C, K) bool
         self.ris_ids = tuple(f"ris{l}" for l in range(self.L))
@@ -93,10 +85,6 @@ class P4Env(BatchedEnv):
             "bs0": gym.spaces.Box(-inf, inf, shape=(2, self.M, K), dtype=np.float32),
             **{a: gym.spaces.Box(-inf, inf, shape=(self.N,), dtype=np.float32) for a in self.ris_ids},
         }
-        self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(0 if seed is None else int(seed))
-        self._has_state = False
-        self.t = 0
 
     # ---- episode control -------------------------------------------------------------------
 
@@ -110,8 +98,7 @@ class P4Env(BatchedEnv):
         return self._observe()
 
     def _load_scene(self, scene: P4Scene) -> None:
-        if scene.G_bar.device != self.device:
-            scene = P4Scene(*(getattr(scene, f.name).to(self.device) for f in dataclasses.fields(scene)))
+        scene = self._scene_on_device(scene, "G_bar")
         self.scene = scene
         c_los, _ = st.rician_amplitudes(scene.beta_G.to(self.rdtype), scene.kappa_G.to(self.rdtype))   # (B, L)
         a_los, _ = st.rician_amplitudes(scene.beta_h.to(self.rdtype), scene.kappa_h.to(self.rdtype))   # (B, L, K)
@@ -120,17 +107,7 @@ class P4Env(BatchedEnv):
 
     def set_scene(self, scene: P4Scene | None = None, **fields: torch.Tensor) -> Obs:
         """Replace the statistics (a whole ``P4Scene`` and/or named fields), keep the actions."""
-        if not self._has_state:
-            raise ConfigError("set_scene: call reset() first")
-        new = self.scene if scene is None else scene
-        names = {f.name for f in dataclasses.fields(P4Scene)}
-        for key in fields:
-            if key not in names:
-                raise ConfigError(f"{key}: not a field of P4Scene ({sorted(names)})")
-        new = dataclasses.replace(new, **fields) if fields else new
-        if new.G_bar.shape[0] != self.num_envs:
-            raise ConfigError(f"scene: has {new.G_bar.shape[0]} environments, this batch has {self.num_envs}")
-        self._load_scene(new)
+        self._load_scene(self._replaced_scene(scene, fields))
         return self._observe()
 
     def _init_actions(self) -> None:
