@@ -46,11 +46,27 @@ def dbm_to_w(dbm: float) -> float:
     return 10.0 ** ((dbm - 30.0) / 10.0)
 
 
+class _Preset:
+    """What every preset derives the same way: powers in watts from the dBm fields (P3 computes
+    noise_dbm from its noise density), and cross-field checks (none unless a preset adds some)."""
+
+    @property
+    def p_max_w(self) -> float:
+        return dbm_to_w(self.p_max_dbm)
+
+    @property
+    def noise_w(self) -> float:
+        return dbm_to_w(self.noise_dbm)
+
+    def _check(self) -> None:
+        pass
+
+
 # --------------------------------------------------------------------------------------------
 # P1: one BS, K users, L energy-harvesting IRSs with b-bit phases and ON/OFF (seeds 000, 001)
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class P1Scenario:
+class P1Scenario(_Preset):
     """P1 preset (cooperative energy-harvesting IRSs, MAQ-WP / MAQ-PG), section V of the paper."""
 
     name: str = _f("p1", FIXED)
@@ -132,14 +148,6 @@ class P1Scenario:
     # channels), because the channels change every slot (docs/ENVIRONMENTS.md, P1).
     observation: str = _f("paper", CHOICE, choices=("paper", "csi"))
 
-    @property
-    def p_max_w(self) -> float:
-        return dbm_to_w(self.p_max_dbm)
-
-    @property
-    def noise_w(self) -> float:
-        return dbm_to_w(self.noise_dbm)
-
     def element_power_w(self, bits: int) -> float:
         """mu(b): power of one ON element at resolution b (P1 eq. 7), in watts."""
         table = dict(zip(self.power_table_bits, self.power_table_mw))
@@ -173,7 +181,7 @@ class P1Scenario:
 # P2: M BSs compete for L IRSs, users move between sub-regions (seed 002)
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class P2Scenario:
+class P2Scenario(_Preset):
     """P2 preset (multi-BS IRS association, MDLBI), section V of the paper."""
 
     name: str = _f("p2", FIXED)
@@ -217,23 +225,12 @@ class P2Scenario:
     # (contracts.md, twin/multicell.py).
     collision_rule: str = _f("void", CHOICE, choices=("void",))
 
-    @property
-    def p_max_w(self) -> float:
-        return dbm_to_w(self.p_max_dbm)
-
-    @property
-    def noise_w(self) -> float:
-        return dbm_to_w(self.noise_dbm)
-
-    def _check(self) -> None:
-        pass
-
 
 # --------------------------------------------------------------------------------------------
 # P3: multi-hop energy-splitting STAR-RIS chain, energy efficiency (seed 003)
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class P3Scenario:
+class P3Scenario(_Preset):
     """P3 preset (multi-hop STAR-RIS energy efficiency, MAGAR), section V of the paper."""
 
     name: str = _f("p3", FIXED)
@@ -279,16 +276,8 @@ class P3Scenario:
     user_area_len: float = _f(5.0, POS)  # users x in [0, 5 varsigma]
 
     @property
-    def p_max_w(self) -> float:
-        return dbm_to_w(self.p_max_dbm)
-
-    @property
     def noise_dbm(self) -> float:
         return self.noise_psd_dbm_hz + 10.0 * math.log10(self.bandwidth_hz)
-
-    @property
-    def noise_w(self) -> float:
-        return dbm_to_w(self.noise_dbm)
 
     @property
     def element_power_w(self) -> float:
@@ -310,7 +299,7 @@ class P3Scenario:
 # P4: distributed RISs, statistical CSI, scheduling S of K users (seed 004)
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class P4Scenario:
+class P4Scenario(_Preset):
     """P4 preset (joint scheduling and precoding with statistical CSI, MAPPO).
 
     Most numbers were lost from the text (PAPERS.md); only K = 4, S = 2 and L = 2 are kept
@@ -363,14 +352,6 @@ class P4Scenario:
     @property
     def n_elements(self) -> int:
         return self.n_rows * self.n_cols
-
-    @property
-    def p_max_w(self) -> float:
-        return dbm_to_w(self.p_max_dbm)
-
-    @property
-    def noise_w(self) -> float:
-        return dbm_to_w(self.noise_dbm)
 
     def _check(self) -> None:
         if self.n_scheduled > self.n_users:
@@ -456,11 +437,15 @@ def validate(scn):
     return scn
 
 
-def get_scenario(name: str, /, **overrides):
-    """The preset ``name`` (p1..p4) with validated field overrides."""
+def _preset(name: str):
     if name not in SCENARIOS:
         raise ConfigError(f"scenario: unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    base = SCENARIOS[name]
+    return SCENARIOS[name]
+
+
+def get_scenario(name: str, /, **overrides):
+    """The preset ``name`` (p1..p4) with validated field overrides."""
+    base = _preset(name)
     fields = {f.name: f for f in dataclasses.fields(base)}
     clean = {}
     for key, value in overrides.items():
@@ -479,9 +464,7 @@ def parse_overrides(name: str, assignments: typing.Iterable[str]) -> dict:
 
     Tuples are written comma-separated: ``resolutions=1,2,3``.
     """
-    if name not in SCENARIOS:
-        raise ConfigError(f"scenario: unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    fields = {f.name: f for f in dataclasses.fields(SCENARIOS[name])}
+    fields = {f.name: f for f in dataclasses.fields(_preset(name))}
     out = {}
     for text in assignments:
         if "=" not in text:
