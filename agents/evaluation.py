@@ -198,7 +198,8 @@ def evaluate_policies(env: BatchedEnv, policies: Mapping[str, Policy], seed: int
 
 # --------------------------------------------------------------------------- plots
 
-def _png(fig: Any, out: Path) -> Path:
+def save_png(fig: Any, out: Path) -> Path:
+    """Write ``fig`` to ``out`` as PNG (atomically) and close it."""
     from agents.runs import write_atomic
     import matplotlib.pyplot as plt
 
@@ -210,13 +211,23 @@ def _png(fig: Any, out: Path) -> Path:
     return out
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def label_axes(ax: Any, xlabel: str, ylabel: str) -> None:
+    """Axis labels, a light grid, and a legend when a line was drawn."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
 
 
 def mean_and_spread(curves: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,7 +245,7 @@ def mean_and_spread(curves: Sequence[tuple[Sequence[float], Sequence[float]]]) -
 def plot_learning_curves(groups: Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]],
                          out: Path, ylabel: str = "reward", xlabel: str = "training steps") -> Path:
     """Fig. 3-like: one line per algorithm (mean over its runs), shaded +- one std."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, curves in sorted(groups.items()):
         grid, mean, std = mean_and_spread(curves)
@@ -242,18 +253,14 @@ def plot_learning_curves(groups: Mapping[str, Sequence[tuple[Sequence[float], Se
             continue
         line, = ax.plot(grid, mean, marker="o" if grid.size < 20 else None, label=f"{name} (n={len(curves)})")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend()
-    return _png(fig, out)
+    label_axes(ax, xlabel, ylabel)
+    return save_png(fig, out)
 
 
 def plot_sweep(groups: Mapping[str, Mapping[float, Sequence[float]]], out: Path, xlabel: str,
                ylabel: str = "average user rate (bit/s/Hz)") -> Path:
     """Fig. 4-like: value vs swept parameter per algorithm, mean and std over runs."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, by_x in sorted(groups.items()):
         xs = sorted(by_x)
@@ -265,4 +272,4 @@ def plot_sweep(groups: Mapping[str, Mapping[float, Sequence[float]]], out: Path,
     ax.grid(alpha=0.3)
     if ax.lines or ax.containers:
         ax.legend()
-    return _png(fig, out)
+    return save_png(fig, out)

@@ -28,7 +28,7 @@ import torch
 from agents import registry, runs
 from agents.base import Algorithm
 from agents.bundle import export_bundle, to_jsonable
-from agents.evaluation import actors_policy, rollout, step_metrics
+from agents.evaluation import actors_policy, label_axes, pyplot, rollout, save_png, step_metrics
 from twin.errors import ConfigError
 
 CHECKPOINT_FORMAT = 1
@@ -273,11 +273,7 @@ def _json(d: Mapping[str, Any]) -> str:
 
 def plot_learning_curve(run_dir: Path) -> Path | None:
     """RUN/learning_curve.png: training reward (and evaluation reward / sum rate) vs steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     series = [
         ("reward", runs.METRICS_CSV, "train reward"),
         ("eval_reward", runs.EVAL_CSV, "eval reward (deterministic)"),
@@ -291,20 +287,8 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
             if xs:
                 ax.plot(xs, ys, label=label)
                 drawn = True
-        ax.set_xlabel("training steps")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
+        label_axes(ax, "training steps", ylabel)
     if not drawn:
         plt.close(fig)
         return None
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    out = run_dir / runs.CURVE_PNG
-    runs.write_atomic(out, buf.getvalue())
-    return out
+    return save_png(fig, run_dir / runs.CURVE_PNG)
