@@ -21,6 +21,11 @@ all coordinates cannot appear in the k best (each of those k - 1 single changes 
 cheaper). The exact k best combinations of the selected coordinates come from a top-k
 dynamic program over them (k rounds of a batched top-k). Cost per row:
 O(N 2^b_max + k^2 2^b_max), never the 2^(bN) of enumerating the action set.
+
+The search runs in float64 numpy (``_k_nearest_np``): it is index bookkeeping over tiny
+arrays, where torch's per-op dispatch cost (~5-10 us x ~60 ops) dominated a single decision;
+numpy does the same operations several times faster. The torch version
+(``_k_nearest_torch``) is kept as the reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from twin.errors import ConfigError
@@ -119,6 +125,94 @@ def k_nearest(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, k: int, max_
     if u.shape != w.shape or u.dim() != 2 or bits.shape != u.shape[:1]:
         raise ConfigError(f"k_nearest: expected u, w (B, N) and bits (B,), got {tuple(u.shape)}, "
                           f"{tuple(w.shape)}, {tuple(bits.shape)}")
+    max_bits = int(bits.max()) if max_bits is None else int(max_bits)
+    idx, on, d2, valid = _k_nearest_np(u.detach().cpu().numpy().astype(np.float64),
+                                       w.detach().cpu().numpy().astype(np.float64),
+                                       bits.detach().cpu().numpy().astype(np.int64), int(k), max_bits)
+    dev = u.device
+    return Neighbours(phase_idx=torch.from_numpy(idx).to(dev), on=torch.from_numpy(on).to(dev),
+                      dist2=torch.from_numpy(d2).to(dev), valid=torch.from_numpy(valid).to(dev))
+
+
+@functools.lru_cache(maxsize=256)
+def _pairs_np(wa: int, wb: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ia, ib = np.meshgrid(np.arange(wa), np.arange(wb), indexing="ij")
+    keep = (ia + 1) * (ib + 1) <= k
+    return ia[keep], ib[keep]
+
+
+def _k_best_np(delta: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_k_best_combinations`` in numpy: sums (B, S) ascending, options (B, S, C).
+
+    Groups are kept as rows of 2-D arrays and gathered by plain fancy indexing (numpy's
+    take_along_axis costs ~10 us of Python per call, more than the arithmetic here)."""
+    B, C, r = delta.shape
+    width = 1 << max(0, (C - 1).bit_length())
+    if width > C:
+        pad = np.full((B, width - C, r), np.inf)
+        pad[..., 0] = 0.0
+        delta = np.concatenate([delta, pad], 1)
+    G = width
+    sums = delta.reshape(B * G, r)                                                # one row per group
+    choice = np.broadcast_to(np.arange(r).reshape(1, r, 1), (B * G, r, 1))       # (rows, W, g)
+    while G > 1:
+        a, b = sums[0::2], sums[1::2]            # groups 2j and 2j+1 (rows are (env, group) row-major, G even)
+        ca, cb = choice[0::2], choice[1::2]
+        pa, pb = _pairs_np(a.shape[-1], b.shape[-1], k)
+        cand = a[:, pa] + b[:, pb]                                                # (rows/2, P)
+        keep = min(k, cand.shape[-1])
+        rows = np.arange(cand.shape[0])[:, None]
+        if keep < cand.shape[-1]:
+            flat = np.argpartition(cand, keep - 1, axis=-1)[:, :keep]
+            flat = flat[rows, np.argsort(cand[rows, flat], -1, kind="stable")]
+        else:
+            flat = np.argsort(cand, -1, kind="stable")
+        sums = cand[rows, flat]
+        choice = np.concatenate([ca[rows, pa[flat]], cb[rows, pb[flat]]], -1)
+        G //= 2
+    return sums, choice[..., :C]
+
+
+def _k_nearest_np(u: np.ndarray, w: np.ndarray, bits: np.ndarray, k: int, max_bits: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The search of ``_k_nearest_torch`` (same steps, see the module docstring) on float64 arrays."""
+    B, N = u.shape
+    R = max(1 << max_bits, 2)
+    grid = np.arange(R, dtype=np.float64)
+    levels = np.power(2.0, bits.astype(np.float64)).reshape(B, 1, 1)
+    diff = u[..., None] - grid / levels                                          # (B,N,R)
+    costs = np.empty((B, 2 * N, R))
+    costs[:, :N] = np.where(grid >= levels, np.inf, np.square(diff - np.round(diff)))
+    costs[:, N:] = np.square(w[..., None] - grid)
+    costs[:, N:, 2:] = np.inf
+    r = min(R, k)
+    order = np.argsort(costs, -1, kind="stable")[..., :r]                        # option values, cheapest first
+    sorted_cost = np.take_along_axis(costs, order, -1)
+    base = sorted_cost[..., 0].sum(-1)
+    kc = min(k - 1, 2 * N)
+    if kc > 0:
+        delta = sorted_cost - sorted_cost[..., :1]
+        coords = np.argsort(delta[..., 1], -1, kind="stable")[:, :kc]            # smallest rounding margins
+        extra, choice = _k_best_np(np.take_along_axis(delta, coords[..., None], 1), k)
+        S = extra.shape[1]
+        sums = base[:, None] + extra
+        acts = np.repeat(order[:, None, :, 0], S, 1)                             # (B,S,2N): the rounding
+        sel = np.take_along_axis(order, coords[..., None], 1)                   # (B,kc,r)
+        chosen = np.take_along_axis(sel[:, None], choice[..., None], -1)[..., 0]  # (B,S,kc)
+        np.put_along_axis(acts, np.broadcast_to(coords[:, None], chosen.shape), chosen, 2)
+    else:
+        sums, acts = base[:, None], order[:, None, :, 0]
+    S = sums.shape[1]
+    if S < k:
+        sums = np.concatenate([sums, np.full((B, k - S), np.inf)], 1)
+        acts = np.concatenate([acts, np.repeat(acts[:, :1], k - S, 1)], 1)
+    valid = np.isfinite(sums)
+    acts = np.where(valid[..., None], acts, acts[:, :1])
+    return acts[..., :N].astype(np.int64), acts[..., N:].astype(bool), sums, valid
+
+
+def _k_nearest_torch(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor, k: int, max_bits: int | None = None) -> Neighbours:
+    """The torch implementation of ``k_nearest`` (reference for the numpy one; same result)."""
     B, N = u.shape
     max_bits = int(bits.max()) if max_bits is None else int(max_bits)
     costs, values = _option_costs(u, w, bits, max_bits)
@@ -161,6 +255,13 @@ def nearest(u: torch.Tensor, w: torch.Tensor, bits: torch.Tensor) -> tuple[torch
     """The single nearest action (k = 1), i.e. per-element rounding: (phase_idx (B,N), on (B,N))."""
     levels = torch.pow(2.0, bits.to(torch.float64)).unsqueeze(-1)
     idx = torch.remainder(torch.round(u.to(torch.float64) * levels), levels).long()
+    return idx, w > 0.5
+
+
+def nearest_np(u: np.ndarray, w: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``nearest`` on numpy arrays (the execution path of agents.maq)."""
+    levels = np.power(2.0, bits.astype(np.float64))[:, None]
+    idx = np.remainder(np.round(u.astype(np.float64) * levels), levels).astype(np.int64)
     return idx, w > 0.5
 
 

@@ -39,6 +39,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -317,11 +318,85 @@ class MAQIRSActor(Actor):
 
     @torch.no_grad()
     def forward(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Execution (evaluation, bundles, daemons): ``decide`` computed in numpy when the
+        networks are plain ReLU MLPs (``_decide_np``; a decision is ~40 tiny ops, where torch's
+        per-op dispatch cost dominates), else in torch."""
         if self.prev_bits is None or self.prev_bits.shape[0] != obs.shape[0]:
             self.prev_bits = torch.full((obs.shape[0],), int(self.bit_values[0]), dtype=torch.long)
-        act = self.decide(obs, self.prev_bits)
+        nets = self._np_nets()
+        if nets is None or obs.device.type != "cpu":
+            act = self.decide(obs, self.prev_bits)
+        else:
+            act = self._decide_np(obs.numpy(), self.prev_bits.numpy(), nets)
         self.prev_bits = act["bits"]
         return act
+
+    # -- numpy execution path (same decision as ``decide`` up to float32 rounding) --
+    def _np_nets(self) -> dict[str, list] | None:
+        """numpy copies of the layers of high_q, policy and low_q, refreshed whenever a
+        parameter changes (optimizer steps and load_state_dict bump ``_version``; inference
+        tensors, e.g. weights a bundle loaded under inference_mode, have no version counter
+        and cannot change outside inference_mode, so their identity and storage are the key)."""
+        key = tuple((id(p), p.data_ptr(), -1 if p.is_inference() else p._version) for p in self.parameters())
+        if getattr(self, "_np_key", None) != key:
+            policy = self.policy.mean if isinstance(self.policy, GaussianHead) else self.policy
+            nets = {"high_q": _np_layers(self.high_q), "policy": _np_layers(policy), "low_q": _np_layers(self.low_q)}
+            self._np_cache = None if any(v is None for v in nets.values()) else nets
+            self._np_key = key
+            self._np_consts = (self.obs_scale.numpy().astype(np.float32), self.one_hot.numpy().astype(np.float32),
+                               self.bit_values.numpy())
+        return self._np_cache
+
+    def _decide_np(self, obs: np.ndarray, prev_bits: np.ndarray, nets: dict[str, list]) -> dict[str, torch.Tensor]:
+        obs_scale, one_hot, bit_values = self._np_consts
+        B, n, mb = obs.shape[0], self._kw["n_elements"], np.float32(self.max_bits)
+        x = obs.astype(np.float32) / obs_scale                                             # norm
+        hi_in = np.concatenate([x, (prev_bits.astype(np.float32) / mb)[:, None], np.broadcast_to(one_hot, (B, one_hot.size))], 1)
+        bits = bit_values[_np_mlp(nets["high_q"], hi_in).argmax(-1)]                       # eq. 23, greedy
+        ctx = np.concatenate([x, (bits.astype(np.float32) / mb)[:, None]], 1)              # policy_input
+        out = _np_mlp(nets["policy"], ctx)
+        if self.mapping.name == "pg":                                                      # e = (z_u, z_w + 1/2), rounding
+            idx, on = knn.nearest_np(out[:, :n], out[:, n:] + np.float32(0.5), bits)
+        else:
+            e = np.float32(1.0) / (np.float32(1.0) + np.exp(-out))                         # sigmoid proto-action
+            k = self.mapping.k
+            if k == 1:
+                idx, on = knn.nearest_np(e[:, :n], e[:, n:], bits)
+            else:                                                                          # Alg. 2: k nearest, best Q_low
+                idx, on, _, valid = knn._k_nearest_np(e[:, :n].astype(np.float64), e[:, n:].astype(np.float64),
+                                                      bits, k, int(bits.max()))
+                u = idx.astype(np.float32) / np.power(np.float32(2.0), bits.astype(np.float32)).reshape(B, 1, 1)
+                enc = np.concatenate([np.cos(np.float32(TWO_PI) * u), np.sin(np.float32(TWO_PI) * u), on.astype(np.float32)], -1)
+                q_in = np.concatenate([np.broadcast_to(ctx[:, None], (B, k, ctx.shape[1])), enc], -1)
+                q = np.where(valid, _np_mlp(nets["low_q"], q_in)[..., 0], -np.inf)
+                best = q.argmax(-1)
+                idx, on = idx[np.arange(B), best], on[np.arange(B), best]
+        return {"bits": torch.from_numpy(bits.astype(np.int64)), "phase_idx": torch.from_numpy(idx.astype(np.int64)),
+                "on": torch.from_numpy(on.astype(bool))}
+
+
+def _np_layers(mlp: nn.Module) -> list | None:
+    """[(W^T, b, relu_after)] of an ``MLP`` of Linear + ReLU layers, or None for anything else."""
+    mods = list(mlp.net) if isinstance(mlp, MLP) else None
+    if not mods:
+        return None
+    layers: list = []
+    for m in mods:
+        if isinstance(m, nn.Linear):
+            layers.append([m.weight.detach().numpy().T.astype(np.float32).copy(), m.bias.detach().numpy().astype(np.float32).copy(), False])
+        elif isinstance(m, nn.ReLU) and layers:
+            layers[-1][2] = True
+        else:
+            return None
+    return layers
+
+
+def _np_mlp(layers: list, x: np.ndarray) -> np.ndarray:
+    for w, b, relu in layers:
+        x = x @ w + b
+        if relu:
+            x = np.maximum(x, np.float32(0.0))
+    return x
 
 
 class ScaledBeamformerActor(BeamformerActor):
