@@ -23,10 +23,12 @@ def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor
     is (G @ V)[k, j].
     """
     # Complex batched matmuls of tiny matrices are slow on CPU, so the cascade runs as ONE
-    # real bmm per (environment, surface) on interleaved re/im views (no transposes):
+    # real bmm per environment on interleaved re/im views, the surfaces folded into the
+    # contraction (sum over l and n in one product):
     # conj(h) (Pr + j Pi) = [hr, hi] . [Pr, Pi] + j [hr, hi] . [Pi, -Pr], with P = diag(phi) H
     # and [Pi, -Pr] = re/im of -j P. Results equal the textbook sum (tests/twin/test_batching.py,
-    # test_snapshot.py); ~1.3-2x faster than the einsum (bench/twin_throughput.py).
+    # test_snapshot.py); ~1.3-2x faster than the einsum, and folding l saves ~12 % more than one
+    # bmm per (environment, surface) (bench/twin_throughput.py, docs/BENCHMARKS.md).
     if torch.is_grad_enabled() and (H_BR.requires_grad or h_RU.requires_grad or phi.requires_grad):
         # differentiable path (the out= writes below do not support autograd)
         cascaded = torch.einsum("...lkn,...lnm->...km", h_RU.conj() * phi.unsqueeze(-2), H_BR)
@@ -34,15 +36,17 @@ def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor
     L, N, M = H_BR.shape[-3:]
     K = h_RU.shape[-2]
     lead = torch.broadcast_shapes(H_BR.shape[:-3], h_RU.shape[:-3], phi.shape[:-2])
-    H = H_BR.expand(*lead, L, N, M).reshape(-1, N, M)
-    ph = phi.expand(*lead, L, N).reshape(-1, N, 1)
-    S = torch.empty(H.shape[0], N, 2, M, dtype=torch.promote_types(H.dtype, ph.dtype), device=H.device)
-    torch.mul(ph, H, out=S[:, :, 0])  # P
-    torch.mul(ph * -1j, H, out=S[:, :, 1])  # -j P
-    right = torch.view_as_real(S).reshape(-1, 2 * N, 2 * M)
-    h = h_RU.expand(*lead, L, K, N).reshape(-1, K, N).resolve_conj()
-    left = torch.view_as_real(h.contiguous()).reshape(-1, K, 2 * N)
-    cascaded = torch.view_as_complex(torch.bmm(left.to(right.dtype), right).reshape(*lead, L, K, M, 2).sum(-4))
+    H = H_BR.expand(*lead, L, N, M).reshape(-1, L, N, M)
+    ph = phi.expand(*lead, L, N).reshape(-1, L, N, 1)
+    B = H.shape[0]
+    S = torch.empty(B, L, N, 2, M, dtype=torch.promote_types(H.dtype, ph.dtype), device=H.device)
+    torch.mul(ph, H, out=S[:, :, :, 0])  # P
+    torch.mul(ph * -1j, H, out=S[:, :, :, 1])  # -j P
+    right = torch.view_as_real(S).reshape(B, 2 * L * N, 2 * M)  # rows (l, n, P | -jP)
+    h = torch.empty(B, K, L, N, dtype=h_RU.dtype, device=h_RU.device)
+    h.permute(0, 2, 1, 3).copy_(h_RU.expand(*lead, L, K, N).reshape(-1, L, K, N))  # (l, k) -> (k, l); resolves conj
+    left = torch.view_as_real(h).reshape(B, K, 2 * L * N)  # columns (l, n, re | im)
+    cascaded = torch.view_as_complex(torch.bmm(left.to(right.dtype), right).reshape(*lead, K, M, 2))
     return cascaded + h_BU.conj()
 
 
