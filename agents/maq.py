@@ -337,7 +337,10 @@ class MAQIRSActor(Actor):
         parameter changes (optimizer steps and load_state_dict bump ``_version``; inference
         tensors, e.g. weights a bundle loaded under inference_mode, have no version counter
         and cannot change outside inference_mode, so their identity and storage are the key)."""
-        key = tuple((id(p), p.data_ptr(), -1 if p.is_inference() else p._version) for p in self.parameters())
+        mods = (self.high_q, self.policy, self.low_q)
+        if getattr(self, "_np_mods", None) != tuple(map(id, mods)):        # modules swapped (shared high_q)
+            self._np_mods, self._np_params = tuple(map(id, mods)), [p for m in mods for p in m.parameters()]
+        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in self._np_params)
         if getattr(self, "_np_key", None) != key:
             policy = self.policy.mean if isinstance(self.policy, GaussianHead) else self.policy
             nets = {"high_q": _np_layers(self.high_q), "policy": _np_layers(policy), "low_q": _np_layers(self.low_q)}
