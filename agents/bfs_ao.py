@@ -42,7 +42,7 @@ from typing import Protocol
 
 import torch
 
-from agents.reference import power_constrained_solve, scale_to_power
+from agents.reference import per_env, power_constrained_solve, scale_to_power
 from twin.errors import ConfigError
 from twin.statistical import ergodic_rate_approx, rician_amplitudes, schedule_codebook
 
@@ -247,8 +247,8 @@ def ao_precoding(
     B, L, N, M = stats.G_bar.shape
     dtype = stats.G_bar.dtype
     real = stats.G_bar.real.dtype
-    sigma2 = _per_env(noise_w, B, real)
-    p = _per_env(p_max, B, real)
+    sigma2 = per_env(noise_w, B, stats.G_bar)
+    p = per_env(p_max, B, stats.G_bar)
     mom = _moments(stats, users, sigma2)
     phi = torch.ones(B, L, N, dtype=dtype) if phi0 is None else phi0.to(dtype) / phi0.abs().clamp_min(torch.finfo(real).tiny).to(dtype)
     if W0 is None:
@@ -275,14 +275,6 @@ def ao_precoding(
         if not bool(active.any()):
             break
     return AoResult(W=W, phi=phi, sum_rate=rate, history=torch.stack(history), first_W=first_W, first_phi=first_phi)
-
-
-def _per_env(value: torch.Tensor | float, batch: int, real: torch.dtype) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=real)
-    t = t.expand(batch) if t.ndim == 0 else t
-    if t.shape != (batch,):
-        raise ConfigError(f"noise_w/p_max: expected a float or a ({batch},) tensor, got shape {tuple(t.shape)}")
-    return t
 
 
 # --------------------------------------------------------------------------- BFS and baselines
@@ -329,10 +321,9 @@ def bfs_ao(
     C = book.shape[0]
     users = torch.stack([row.nonzero().squeeze(-1) for row in book])  # (C,S)
     users_b = users.repeat_interleave(B, 0)  # schedule-major, matches _stack
-    real = stats.G_bar.real.dtype
     tile = lambda t: None if t is None else t.repeat((C,) + (1,) * (t.ndim - 1))  # noqa: E731
     res = ao_precoding(
-        _stack(stats, C), users_b, _per_env(noise_w, B, real).repeat(C), _per_env(p_max, B, real).repeat(C),
+        _stack(stats, C), users_b, per_env(noise_w, B, stats.G_bar).repeat(C), per_env(p_max, B, stats.G_bar).repeat(C),
         W0=tile(W0), phi0=tile(phi0), cfg=cfg,
     )
     per_sched = res.sum_rate.reshape(C, B)

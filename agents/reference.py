@@ -35,7 +35,7 @@ Precoder = Callable[[torch.Tensor, "torch.Tensor | float", "torch.Tensor | float
 # --------------------------------------------------------------------------- helpers
 
 
-def _per_env(value: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+def per_env(value: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
     """A float or (B,) tensor as a (B,) real tensor of ``like``'s real dtype."""
     real = like.real.dtype if like.is_complex() else like.dtype
     t = torch.as_tensor(value, dtype=real, device=like.device)
@@ -52,7 +52,7 @@ def scale_to_power(V: torch.Tensor, p_max: torch.Tensor | float) -> torch.Tensor
     Rate only grows with a common scaling (SINR = c^2 S / (c^2 I + sigma^2)), so every
     reference precoder spends the whole budget. An all-zero V stays zero.
     """
-    p = _per_env(p_max, V.shape[0], V)
+    p = per_env(p_max, V.shape[0], V)
     norm2 = V.abs().square().sum((-2, -1))
     scale = torch.where(norm2 > 0, torch.sqrt(p / norm2.clamp_min(torch.finfo(norm2.dtype).tiny)), torch.zeros_like(norm2))
     return V * scale[:, None, None].to(V.dtype)
@@ -71,7 +71,7 @@ def sum_rate(G: torch.Tensor, V: torch.Tensor, noise_w: torch.Tensor | float, we
     gain = Y.abs().square()
     signal = torch.diagonal(gain, dim1=-2, dim2=-1)
     interference = gain.sum(-1) - signal
-    noise = _per_env(noise_w, G.shape[0], G).reshape((G.shape[0],) + (1,) * (signal.ndim - 1))
+    noise = per_env(noise_w, G.shape[0], G).reshape((G.shape[0],) + (1,) * (signal.ndim - 1))
     rates = torch.log2(1.0 + signal / (interference + noise))
     if weights is not None:
         rates = rates * weights
@@ -100,7 +100,7 @@ def zf(G: torch.Tensor, noise_w: torch.Tensor | float, p_max: torch.Tensor | flo
 def rzf(G: torch.Tensor, noise_w: torch.Tensor | float, p_max: torch.Tensor | float) -> torch.Tensor:
     """Regularized ZF V ∝ G^H (G G^H + (K sigma^2 / P) I)^{-1} (MMSE-style), equal power per stream."""
     B, K, _ = G.shape
-    alpha = K * _per_env(noise_w, B, G) / _per_env(p_max, B, G)
+    alpha = K * per_env(noise_w, B, G) / per_env(p_max, B, G)
     eye = torch.eye(K, dtype=G.dtype, device=G.device)
     V = torch.linalg.solve(G @ G.mH + alpha[:, None, None].to(G.dtype) * eye, G).mH
     return _equal_stream_power(V, p_max)
@@ -162,8 +162,8 @@ def wmmse_solve(
     Initial point: ``V0`` if given, else regularized ZF.
     """
     B, K, _ = G.shape
-    sigma2 = _per_env(noise_w, B, G)
-    p = _per_env(p_max, B, G)
+    sigma2 = per_env(noise_w, B, G)
+    p = per_env(p_max, B, G)
     alpha = torch.ones(B, K, dtype=sigma2.dtype, device=G.device) if weights is None else weights.to(sigma2.dtype)
     V = scale_to_power(rzf(G, noise_w, p_max) if V0 is None else V0, p)
     rate = sum_rate(G, V, sigma2, alpha)
@@ -389,8 +389,8 @@ def coordinate_ascent_phases(
     n_levels = int(levels.max())
     idx = torch.zeros((B, L, N), dtype=torch.long) if phase_idx is None else phase_idx.clone().long()
     on_mask = torch.ones((B, L, N), dtype=torch.bool) if on is None else on.clone().bool()
-    sigma2 = _per_env(noise_w, B, H_BR)
-    p = _per_env(p_max, B, H_BR)
+    sigma2 = per_env(noise_w, B, H_BR)
+    p = per_env(p_max, B, H_BR)
 
     cand = torch.arange(n_levels)
     levels_bl = levels.expand(B, L, 1)
