@@ -147,12 +147,6 @@ def decode_body(encoded: bytes) -> Frame | DecodeError:
     return Frame(mtype, seq, bytes(body[HEADER.size : -CRC.size]), flags, version)
 
 
-def frame_crc(encoded_frame: bytes) -> int:
-    """The CRC field of an encoded frame (used by boards to recognise retransmissions)."""
-    body = cobs.decode(encoded_frame.strip(DELIMITER))
-    return CRC.unpack_from(body, len(body) - CRC.size)[0]
-
-
 class StreamDecoder:
     """Splits a byte stream on 0x00 and decodes each block.
 
@@ -227,10 +221,6 @@ def phase_bytes(n_elements: int, bits: int) -> int:
 
 def mask_bytes(n_elements: int) -> int:
     return (n_elements + 7) // 8
-
-
-def image_bytes(n_elements: int, bits: int) -> int:
-    return phase_bytes(n_elements, bits) + mask_bytes(n_elements)
 
 
 def pack_phases(phase_idx: np.ndarray, bits: int) -> bytes:
