@@ -60,7 +60,8 @@ def check_shape(agent: str, field: str, t: torch.Tensor, shape: tuple[int, ...])
 
 def structural(agent: str, field: str, x: Any, shape: tuple[int, ...], kind: str, device: torch.device) -> torch.Tensor:
     """Shape and dtype only (kind "int", "mask" or "float"); values are checked by the caller
-    in one fused reduction, which falls back to the field checks below to name the culprit."""
+    in one fused reduction, which falls back to the field checks below to name the culprit.
+    The field checks start with this one."""
     t = to_tensor(agent, field, x, device)
     check_shape(agent, field, t, shape)
     if kind == "int" and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
@@ -76,11 +77,7 @@ def structural(agent: str, field: str, x: Any, shape: tuple[int, ...], kind: str
 def int_field(agent: str, field: str, x: Any, shape: tuple[int, ...], low: int | torch.Tensor,
               high: int | torch.Tensor, device: torch.device) -> torch.Tensor:
     """Integer indices with ``low <= x < high`` (``high`` may be a tensor broadcast to x)."""
-    t = to_tensor(agent, field, x, device)
-    check_shape(agent, field, t, shape)
-    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise ActionError(f"{agent}.{field}: expected integer indices, got dtype {t.dtype}; "
-                          f"round and cast to torch.long")
+    t = structural(agent, field, x, shape, "int", device)
     bad = (t < low) | (t >= high)
     if bool(bad.any()):
         hi = high if isinstance(high, int) else "the per-entry bound"
@@ -92,12 +89,9 @@ def int_field(agent: str, field: str, x: Any, shape: tuple[int, ...], low: int |
 
 def bool_field(agent: str, field: str, x: Any, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """A mask: bool, or integers that are all 0 / 1."""
-    t = to_tensor(agent, field, x, device)
-    check_shape(agent, field, t, shape)
+    t = structural(agent, field, x, shape, "mask", device)
     if t.dtype == torch.bool:
         return t
-    if t.is_floating_point() or t.is_complex():
-        raise ActionError(f"{agent}.{field}: expected a bool (or 0/1 integer) mask, got dtype {t.dtype}")
     if bool(((t != 0) & (t != 1)).any()):
         raise ActionError(f"{agent}.{field}: mask entries must be 0 or 1")
     return t.bool()
@@ -106,11 +100,8 @@ def bool_field(agent: str, field: str, x: Any, shape: tuple[int, ...], device: t
 def float_field(agent: str, field: str, x: Any, shape: tuple[int, ...], device: torch.device,
                 low: float | None = None, high: float | None = None) -> torch.Tensor:
     """Finite real values, optionally within [low, high] (integers are promoted to float32)."""
-    t = to_tensor(agent, field, x, device)
-    check_shape(agent, field, t, shape)
+    t = structural(agent, field, x, shape, "float", device)
     if not t.is_floating_point():
-        if t.is_complex() or t.dtype == torch.bool:
-            raise ActionError(f"{agent}.{field}: expected real floats, got dtype {t.dtype}")
         t = t.float()
     bad = ~torch.isfinite(t)
     if low is not None:
