@@ -17,6 +17,7 @@ from twin.envs.p2 import P2Env
 from twin.envs.p3 import P3Env
 from twin.envs.p4 import P4Env
 from twin.errors import ConfigError
+from twin.scenarios import get_scenario
 
 ENVS: dict[str, type[BatchedEnv]] = {"p1": P1Env, "p2": P2Env, "p3": P3Env, "p4": P4Env}
 
@@ -24,8 +25,6 @@ ENVS: dict[str, type[BatchedEnv]] = {"p1": P1Env, "p2": P2Env, "p3": P3Env, "p4"
 def make_env(name: str, num_envs: int = 1, overrides: Mapping[str, Any] | None = None,
              seed: int | None = None, device: str | torch.device = "cpu") -> BatchedEnv:
     """A reset environment of scenario ``name`` with ``num_envs`` copies in one batch."""
-    from twin.scenarios import get_scenario
-
     if name not in ENVS:
         raise ConfigError(f"scenario: no environment for {name!r}; choose one of {', '.join(ENVS)}")
     cfg = get_scenario(name, **dict(overrides or {}))
