@@ -86,6 +86,19 @@ def decide(scene: Any, irs_bs: torch.Tensor, noise_w: float, p_max_w: float) -> 
     return {"W": W, "phi": phi, "user_irs": user_irs, "sum_rate": ev["sum_rate_bps_hz"]}
 
 
+def decide_from_user_irs(scene: Any, user_irs: torch.Tensor, noise_w: float, p_max_w: float) -> dict[str, torch.Tensor]:
+    """Aligned phases and WMMSE for a given user-IRS association (claims may collide: a collided
+    IRS helps nobody, ``twin.multicell.resolve_claims``)."""
+    n_bs, L = scene.H_BI.shape[1:3]
+    claims = mc.claims_from_user_irs(user_irs, scene.user_cell, n_bs, L)
+    owner = mc.resolve_claims(claims)
+    served = torch.where(mc.helping_irs(owner, user_irs, scene.user_cell), user_irs, torch.full_like(user_irs, -1))
+    phi = aligned_phases(scene, owner, served)
+    W = cell_precoders(scene, phi, owner, user_irs, noise_w, p_max_w)
+    ev = mc.evaluate(scene.H_BI, scene.h_IU, scene.h_BU, phi, claims, scene.user_cell, user_irs, W, noise_w)
+    return {"W": W, "phi": phi, "user_irs": user_irs, "sum_rate": ev["sum_rate_bps_hz"]}
+
+
 def best_assignment(scene: Any, noise_w: float, p_max_w: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per environment, the best of all n_bs^L BS-IRS assignments for this slot (exhaustive)."""
     B, n_bs, L = scene.H_BI.shape[:3]

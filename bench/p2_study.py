@@ -1,0 +1,228 @@
+"""P2 study at small budgets: MDLBI vs centralized DDPG, (K, L) sweep, mobility, collisions.
+
+  python bench/p2_study.py convergence --out runs/p2study --steps 1000 --seeds 0 1 2
+  python bench/p2_study.py sweep       --out runs/p2study --steps 500  --seeds 0 1 2
+  python bench/p2_study.py mobility    --out runs/p2study --horizon 100
+  python bench/p2_study.py report      --out runs/p2study
+
+Training runs are ordinary run directories (agents.training.Trainer, the code behind
+``ristwin train``), so every number can be re-made with the CLI. Each phase prints a table
+and ends with one summary line; ``report`` prints everything from the saved files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents import runs
+from agents.evaluation import actors_policy, rollout
+from agents.mdlbi import CentralDDPGConfig, MDLBIConfig
+from agents.p2_reference import decide_from_user_irs, p2_reference_policies, to_action
+from agents.training import Trainer, TrainConfig
+from twin.envs.p2 import P2Env
+from twin.scenarios import get_scenario
+
+CASES = ((10, 1), (30, 1), (30, 2), (30, 4))   # P2 Fig. 4 (K, L), M = 2
+
+
+def algo_cfg(name: str, num_envs: int, hidden: tuple[int, ...]) -> MDLBIConfig:
+    # One gradient update per collected transition, the paper's ratio (B transitions per step).
+    base = CentralDDPGConfig() if name == "ddpg-central" else MDLBIConfig()
+    return dataclasses.replace(base, updates_per_step=num_envs, hidden=hidden)
+
+
+def train_one(out: Path, algo: str, K: int, L: int, seed: int, a: argparse.Namespace) -> Path:
+    run = out / f"{algo}-K{K}-L{L}-s{seed}"
+    if (run / "final_eval.json").exists():
+        return run
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    scn = get_scenario("p2", n_users=K, n_irs=L, episode_steps=a.episode_steps)
+    tc = TrainConfig(scenario="p2", algo=algo, steps=a.steps, num_envs=a.num_envs, seed=seed, log_every=a.log_every,
+                     eval_every=a.eval_every, eval_episodes=a.eval_episodes, checkpoint_every=a.steps)
+    t0 = time.perf_counter()
+    Trainer(run, tc, scn, algo_cfg(algo, a.num_envs, tuple(a.hidden))).run(plot=False)
+    print(f"  trained {run.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return run
+
+
+def final(run: Path) -> dict:
+    return json.loads((run / "final_eval.json").read_text())
+
+
+def curve(run: Path, key: str, fname: str = runs.EVAL_CSV) -> tuple[list[float], list[float]]:
+    return runs.read_series(run / fname, key)
+
+
+def references(K: int, L: int, a: argparse.Namespace, names: tuple[str, ...]) -> dict[str, float]:
+    """Reference decisions on the evaluation episodes of the runs (same seed as Trainer.evaluate uses per run seed 0)."""
+    from agents.training import derive_seed
+
+    env = P2Env(num_envs=a.eval_episodes, cfg=get_scenario("p2", n_users=K, n_irs=L, episode_steps=a.episode_steps))
+    pols = p2_reference_policies(env, 0, include_upper=False)
+    out = {}
+    for n in names:
+        vals = [rollout(env, pols[n], derive_seed(s, "eval"), max_steps=a.ref_steps)["sum_rate"].mean() for s in a.seeds]
+        out[n] = float(np.mean(vals))
+    return out
+
+
+def cmd_convergence(a: argparse.Namespace) -> None:
+    rows = []
+    for algo in ("mdlbi", "ddpg-central"):
+        for s in a.seeds:
+            run = train_one(a.out, algo, 10, 1, s, a)
+            xs, ys = curve(run, "eval_sum_rate")
+            _, cs = curve(run, "collisions", runs.METRICS_CSV)
+            rows.append({"algo": algo, "seed": s, "steps": xs, "eval_sum_rate": ys, "final": final(run)["eval_sum_rate"],
+                         "train_collisions": cs})
+    (a.out / "convergence.json").write_text(json.dumps(rows))
+    print_convergence(rows)
+
+
+def print_convergence(rows: list[dict]) -> None:
+    print("algo          seed  eval sum rate over training (bit/s/Hz)                       final")
+    for r in rows:
+        print(f"{r['algo']:13s} {r['seed']:4d}  " + " ".join(f"{y:5.2f}" for y in r["eval_sum_rate"]) + f"   {r['final']:.2f}")
+    for algo in sorted({r["algo"] for r in rows}):
+        f = [r["final"] for r in rows if r["algo"] == algo]
+        first = [r["eval_sum_rate"][0] for r in rows if r["algo"] == algo and r["eval_sum_rate"]]
+        print(f"SUMMARY convergence {algo}: first eval {np.mean(first):.2f}, final {np.mean(f):.2f} +- {np.std(f):.2f} bit/s/Hz over {len(f)} seeds")
+
+
+def cmd_sweep(a: argparse.Namespace) -> None:
+    rows = []
+    for K, L in CASES:
+        finals = [final(train_one(a.out, "mdlbi", K, L, s, a))["eval_sum_rate"] for s in a.seeds]
+        refs = references(K, L, a, ("random", "fixed-assoc"))
+        rows.append({"K": K, "L": L, "mdlbi": finals, **refs})
+        print(f"  K={K} L={L}: mdlbi {np.mean(finals):.2f} +- {np.std(finals):.2f}, " + ", ".join(f"{k} {v:.2f}" for k, v in refs.items()), flush=True)
+    (a.out / "sweep.json").write_text(json.dumps(rows))
+    print_sweep(rows)
+
+
+def print_sweep(rows: list[dict]) -> None:
+    print("K   L   MDLBI (mean +- std over seeds)   random   fixed-assoc+align+WMMSE")
+    for r in rows:
+        print(f"{r['K']:<3d} {r['L']:<3d} {np.mean(r['mdlbi']):6.2f} +- {np.std(r['mdlbi']):4.2f}                 {r['random']:6.2f}   {r['fixed-assoc']:6.2f}")
+    print("SUMMARY sweep: MDLBI " + ", ".join(f"(K{r['K']},L{r['L']}) {np.mean(r['mdlbi']):.2f}" for r in rows))
+
+
+def mdlbi_assoc_policy(bundle_policy, cfg):
+    """MDLBI's learned association (its claims, collisions included) with aligned phases and WMMSE:
+    isolates the association decision from the (hard to learn) precoders."""
+
+    def policy(env, obs):
+        act = bundle_policy(env, obs)
+        user_irs = env.decode_actions(act)["user_irs"]
+        d = decide_from_user_irs(env.scene, user_irs, cfg.noise_w, cfg.p_max_w)
+        return to_action(env, d["W"], d["phi"], user_irs)
+
+    return policy
+
+
+def cmd_mobility(a: argparse.Namespace) -> None:
+    K, L = a.mobility_case
+    cfg = get_scenario("p2", n_users=K, n_irs=L, episode_steps=a.horizon)
+    out = {}
+    for s in a.seeds:
+        run = a.out / f"mdlbi-K{K}-L{L}-s{s}"
+        from agents.bundle import load_bundle
+        from agents.evaluation import bundle_policy
+
+        env = P2Env(num_envs=a.eval_episodes, cfg=cfg)
+        pols = p2_reference_policies(env, s, include_upper=True)
+        bp = bundle_policy(load_bundle(run / runs.BUNDLE_DIR))
+        todo = {"mdlbi": bp, "mdlbi-assoc+align+wmmse": mdlbi_assoc_policy(bp, cfg), "fixed-assoc": pols["fixed-assoc"],
+                "adaptive-assoc (ref)": pols["adaptive-assoc (ref)"], "random-assoc": pols["random-assoc"], "random": pols["random"]}
+        for name, pol in todo.items():
+            tr = rollout(env, pol, 1000 + s)
+            out.setdefault(name, []).append({"sum_rate": tr["sum_rate"].mean(1).tolist(), "collisions": tr["collisions"].mean(1).tolist(),
+                                             "handovers": tr["handovers"].mean(1).tolist()})
+        print(f"  mobility seed {s} done", flush=True)
+    (a.out / "mobility.json").write_text(json.dumps(out))
+    print_mobility(out)
+
+
+def print_mobility(out: dict) -> None:
+    print("policy                     mean    std over time   min    max    collisions/slot")
+    for name, per_seed in out.items():
+        x = np.array([r["sum_rate"] for r in per_seed])  # (seeds, T)
+        c = np.array([r["collisions"] for r in per_seed])
+        print(f"{name:26s} {x.mean():6.2f}  {x.std(1).mean():6.2f}          {x.mean(0).min():6.2f} {x.mean(0).max():6.2f}  {c.mean():.3f}")
+    fa, ad = np.array([r["sum_rate"] for r in out["fixed-assoc"]]), np.array([r["sum_rate"] for r in out["adaptive-assoc (ref)"]])
+    gap = (ad - fa).mean(0)
+    print(f"SUMMARY mobility: adaptive - fixed association gap {gap[:10].mean():.2f} (first 10 slots) -> {gap[-10:].mean():.2f} (last 10) bit/s/Hz")
+
+
+def cmd_plot(a: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    if (a.out / "convergence.json").exists():
+        rows = json.loads((a.out / "convergence.json").read_text())
+        for algo in sorted({r["algo"] for r in rows}):
+            rr = [r for r in rows if r["algo"] == algo]
+            n = min(len(r["eval_sum_rate"]) for r in rr)
+            y = np.array([r["eval_sum_rate"][:n] for r in rr])
+            axes[0].plot(rr[0]["steps"][:n], y.mean(0), label=f"{algo} (n={len(rr)})")
+            axes[0].fill_between(rr[0]["steps"][:n], y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
+            m = min(len(r["train_collisions"]) for r in rr)
+            axes[2].plot(np.array([r["train_collisions"][:m] for r in rr]).mean(0), label=algo)
+        axes[0].set(xlabel="training steps", ylabel="eval sum rate (bit/s/Hz)", title="convergence, K=10 L=1")
+        axes[2].set(xlabel="log window", ylabel="collisions per slot (training)", title="collision rate")
+        axes[0].legend(), axes[2].legend()
+    if (a.out / "mobility.json").exists():
+        out = json.loads((a.out / "mobility.json").read_text())
+        for name, per_seed in out.items():
+            axes[1].plot(np.array([r["sum_rate"] for r in per_seed]).mean(0), label=name)
+        axes[1].set(xlabel="slot", ylabel="sum rate (bit/s/Hz)", title="under mobility", yscale="log")
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(a.out / "p2_study.png", dpi=100)
+    print(f"SUMMARY plot: {a.out / 'p2_study.png'}")
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    for name, fn in (("convergence", print_convergence), ("sweep", print_sweep), ("mobility", print_mobility)):
+        p = a.out / f"{name}.json"
+        if p.exists():
+            fn(json.loads(p.read_text()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "plot", "report"))
+    ap.add_argument("--out", type=Path, default=Path("runs/p2study"))
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--num-envs", type=int, default=4)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--episode-steps", type=int, default=100, help="slots per episode (paper 800)")
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--eval-episodes", type=int, default=4)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
+    ap.add_argument("--ref-steps", type=int, default=20, help="slots of each reference rollout in the sweep (WMMSE is slow)")
+    ap.add_argument("--horizon", type=int, default=100, help="slots of the mobility episode")
+    ap.add_argument("--mobility-case", type=int, nargs=2, default=[30, 2], metavar=("K", "L"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    a.out.mkdir(parents=True, exist_ok=True)
+    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "plot": cmd_plot, "report": cmd_report}[a.phase](a)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
