@@ -43,7 +43,6 @@ from typing import Protocol
 import torch
 
 from agents.reference import per_env, power_constrained_solve, scale_to_power
-from twin.errors import ConfigError
 from twin.statistical import ergodic_rate_approx, rician_amplitudes, schedule_codebook
 
 
