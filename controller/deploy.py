@@ -236,7 +236,11 @@ def process_plan(dep: Deployment, broker_conf: str = "") -> list[tuple[str, list
     """(name, argv) of every process `ristwin deploy` starts on this host, in start order."""
     plan: list[tuple[str, list[str]]] = []
     if dep.bus.kind == "mqtt" and dep.broker:
-        plan.append(("broker", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", broker_conf]))
+        broker = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(broker):
+            raise ConfigError("transport.broker: mosquitto is not installed (apt-get install mosquitto), "
+                              "or set broker = false and point mqtt_port at a running broker")
+        plan.append(("broker", [broker, "-c", broker_conf]))
     for a in dep.agents:
         if a.emulate and _is_local(a.host):
             plan.append((f"board-{a.id}", _emulator_argv(a)))
