@@ -179,8 +179,15 @@ def p1_reference_policies(env: Any, seed: int, include_upper: bool = True) -> di
 
 
 # scenario -> (env, seed, include_upper) -> {name: policy}; other papers' references add entries.
+def _p2_reference_policies(env: Any, seed: int, include_upper: bool = True) -> dict[str, Policy]:
+    from agents.p2_reference import p2_reference_policies  # random / random, fixed, per-slot best association
+
+    return p2_reference_policies(env, seed, include_upper)
+
+
 REFERENCE_POLICIES: dict[str, Callable[[Any, int, bool], dict[str, Policy]]] = {
     "p1": p1_reference_policies,
+    "p2": _p2_reference_policies,
 }
 
 
