@@ -31,13 +31,12 @@ import numpy as np
 import torch
 
 from agents.base import Actor
+from agents.runs import UMASK
 from twin import __version__ as RISTWIN_VERSION
 from twin.errors import BundleError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _ROLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -185,7 +184,7 @@ def export_bundle(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp gives 0700; a bundle is meant to be shared
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp gives 0700; a bundle is meant to be shared
         for role, actor in actors.items():
             state = {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()}
             weights = tmp / roles[role]["weights"]

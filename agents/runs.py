@@ -45,7 +45,8 @@ def _umask() -> int:
     return mask
 
 
-FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
+UMASK = _umask()  # the process umask, read once (reading it means setting it)
+FILE_MODE = 0o666 & ~UMASK  # what open() would give; mkstemp alone gives 0600
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
@@ -169,9 +170,19 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"RUN: {path} is missing; is {run_dir} a run directory written by `ristwin train`?")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    # A hand-edited or foreign config.json must fail here, by name, not as a KeyError later.
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict) or not isinstance(config.get("scenario"), dict):
+        raise ConfigError(f"{path}: expected an object with 'train' and 'scenario' tables, "
+                          "as written by `ristwin train`")
+    for key in ("scenario", "algo"):
+        if not isinstance(train.get(key), str):
+            raise ConfigError(f"{path}: train.{key} is missing or not a string; "
+                              "was it written by `ristwin train`?")
+    return config
 
 
 # --------------------------------------------------------------------------- CSV metrics
