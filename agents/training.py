@@ -170,7 +170,11 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------
 
     def run(self, resume: bool = False, progress: ProgressFn | None = None, plot: bool = True) -> TrainResult:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out: cannot create the run directory {self.run_dir} ({exc.strerror}); "
+                              "choose a writable path") from None
         with runs.RunLock(self.run_dir):
             return self._run(resume, progress, plot)
 

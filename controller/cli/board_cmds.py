@@ -87,6 +87,8 @@ def test_cmd(url: str, count: int, seed: int, on_prob: float, as_json: bool, tra
 
     if count < 1:
         raise ConfigError("count: must be >= 1")
+    if not 0.0 <= on_prob <= 1.0:  # also rejects nan
+        raise ConfigError(f"--on-prob: probability must lie in [0, 1], got {on_prob}")
     _trace(trace)
     rng = np.random.default_rng(seed)
     res = dict(applied=0, verified=0, mismatched=0, failed=0, state_unknown=0, retries=0,
@@ -176,12 +178,27 @@ def emulate_cmd(
 
     try:
         resolutions = parse_bits(bits)
-        stuck_idx = tuple(int(x) for x in stuck.split(",") if x.strip())
     except ValueError as exc:
         raise ConfigError(f"{exc}") from None
+    try:
+        stuck_idx = tuple(int(x) for x in stuck.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--stuck: {stuck!r} is not a comma-separated list of element indices, e.g. 3,17") from None
     for name, prob in (("drop", drop), ("corrupt", corrupt)):
         if not 0.0 <= prob < 1.0:
             raise ConfigError(f"--{name}: probability must lie in [0, 1), got {prob}")
+    # `not value >= 0` also rejects nan; a negative time or energy would only misbehave later.
+    for name, value in (("latch-us", latch_us), ("slow-ms", slow_ms), ("reboot-every", reboot_every),
+                        ("watchdog-ms", watchdog_ms), ("harvest-uw", harvest_uw), ("switch-nj", switch_nj)):
+        if not value >= 0:
+            raise ConfigError(f"--{name}: must be >= 0, got {value}")
+    for name, value in (("baud", baud), ("capacity-uj", capacity_uj)):
+        if not value > 0:
+            raise ConfigError(f"--{name}: must be > 0, got {value}")
+    if not 1 <= elements <= 65535:
+        raise ConfigError(f"--elements: must lie in 1..65535, got {elements}")
+    if tcp_port is not None and not 0 <= tcp_port <= 65535:
+        raise ConfigError(f"--tcp: port must lie in 0..65535 (0 picks a free one), got {tcp_port}")
     try:
         emu = BoardEmulator(
             elements, resolutions, baud=baud, model_wire=not no_wire, latch_us=latch_us,

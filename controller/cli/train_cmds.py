@@ -256,17 +256,21 @@ def compare(runs_: tuple[Path, ...], out: Path | None, metrics: tuple[str, ...],
                 raise ConfigError(f"--sweep: {sweep} must be a number in every run, got {x!r} in {run}")
         group = algo if x is None else f"{algo} {sweep.split('.')[-1]}={x:g}"
         last: dict[str, float] = {}
+        final_path = run / "final_eval.json"
+        final = json.loads(final_path.read_text()) if final_path.is_file() else None
         for metric in metrics:
             csv_path = run / (runs.EVAL_CSV if metric.startswith("eval_") else runs.METRICS_CSV)
             xs, ys = runs.read_series(csv_path, metric)
+            if not xs and final is not None and metric in final:
+                # A run shorter than --eval-every has no periodic evaluation: its final one is the curve.
+                xs, ys = [final.get("step", 0)], [float(final[metric])]
             if not xs:
                 if defaulted and metric != metrics[0]:
                     continue  # a default curve this scenario does not report (e.g. no sum rate)
                 raise ConfigError(f"{csv_path}: no {metric!r} values; is the run trained (see --metric)?")
             curves[metric][group].append((xs, ys))
             last[metric] = ys[-1]
-        final_path = run / "final_eval.json"
-        final = json.loads(final_path.read_text()) if final_path.is_file() else last
+        final = final if final is not None else last
         for k, v in final.items():
             if k != "step":
                 finals[group][k].append(float(v))
