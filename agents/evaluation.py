@@ -133,9 +133,8 @@ def p1_reference_policies(env: Any, seed: int, include_upper: bool = True) -> di
     cfg = env.cfg
 
     def channels() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        s = env.scene  # full CSI of the current slot (P1Scene, or a mapping in older builds)
-        get = (lambda k: s[k]) if isinstance(s, Mapping) else (lambda k: getattr(s, k))
-        return get("H_BR"), get("h_RU"), get("h_BU")
+        s = env.scene  # full CSI of the current slot
+        return s.H_BR, s.h_RU, s.h_BU
 
     def dims() -> tuple[int, int, int, int, int]:
         H_BR, h_RU, _ = channels()
@@ -185,9 +184,16 @@ def _p2_reference_policies(env: Any, seed: int, include_upper: bool = True) -> d
     return p2_reference_policies(env, seed, include_upper)
 
 
+def _p4_reference_policies(env: Any, seed: int, include_upper: bool = True) -> dict[str, Policy]:
+    from agents.mappo import p4_reference_policies  # random, round-robin + AO, BFS-AO
+
+    return p4_reference_policies(env, seed, include_upper)
+
+
 REFERENCE_POLICIES: dict[str, Callable[[Any, int, bool], dict[str, Policy]]] = {
     "p1": p1_reference_policies,
     "p2": _p2_reference_policies,
+    "p4": _p4_reference_policies,
 }
 
 

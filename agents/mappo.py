@@ -231,7 +231,13 @@ class AOCache:
         W = ao._full_W(res.W, users.repeat_interleave(B, 0), env.K)
         self._W = W.reshape(C, B, *W.shape[1:])
         self._phi = res.phi.reshape(C, B, *res.phi.shape[1:])
+        self._best = res.sum_rate.reshape(C, B).argmax(0)  # BFS: the best codeword per environment
         self._scene = scene
+
+    def best_index(self, env: Any) -> torch.Tensor:
+        """BFS-AO's codeword (B,) for env's current scene (same AO as ``agents.bfs_ao.bfs_ao``)."""
+        self._fill(env)
+        return self._best
 
     def actions(self, env: Any, sched_idx: torch.Tensor) -> dict[str, torch.Tensor]:
         self._fill(env)
@@ -241,6 +247,30 @@ class AOCache:
         for l, a in enumerate(env.ris_ids):
             out[a] = phi[:, l].angle().float()
         return out
+
+
+def p4_reference_policies(env: Any, seed: int, include_upper: bool = True) -> dict[str, Callable[[Any, Obs], Action]]:
+    """P4's reference decisions for ``ristwin evaluate`` (agents.evaluation.REFERENCE_POLICIES):
+    random (uniform codeword, Gaussian W, uniform phases), round-robin (codeword t mod C(K,S)
+    with AO precoding) and BFS-AO (upper reference; AO cached per static scene)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    cache = AOCache()
+
+    def random_policy(env: Any, obs: Obs) -> Action:
+        return env.sample_actions(gen)
+
+    def round_robin(env: Any, obs: Obs) -> Action:
+        idx = torch.full((env.num_envs,), env.t % env.codebook.shape[0], dtype=torch.long)
+        return {"sched": idx, **cache.actions(env, idx)}
+
+    def bfs(env: Any, obs: Obs) -> Action:
+        idx = cache.best_index(env)
+        return {"sched": idx.clone(), **cache.actions(env, idx)}
+
+    policies = {"random": random_policy, "round-robin+AO": round_robin}
+    if include_upper:
+        policies["BFS-AO (upper)"] = bfs
+    return policies
 
 
 # --------------------------------------------------------------------------- GAE

@@ -159,3 +159,14 @@ def test_registry_and_config_errors():
 
     with pytest.raises(ConfigError, match="precoding"):
         MAPPO(P4Env(1, SCN), dataclasses.replace(SMALL, precoding="zf"), seed=0)
+
+
+def test_p4_reference_policies_rank_bfs_ao_above_round_robin_and_random():
+    from agents.evaluation import evaluate_policies, reference_policies
+
+    env = P4Env(2, get_scenario("p4", episode_steps=3))
+    res = evaluate_policies(env, reference_policies("p4", env, 0), seed=5)
+    rate = {k: v["sum_rate"]["mean"] for k, v in res.items()}
+    bfs = ao.bfs_ao(env.scene, env.S, SCN.noise_w, SCN.p_max_w).sum_rate.mean()
+    assert rate["BFS-AO (upper)"] == pytest.approx(float(bfs), rel=1e-4)
+    assert rate["BFS-AO (upper)"] >= rate["round-robin+AO"] > rate["random"]
