@@ -32,7 +32,9 @@ Relative paths are resolved against the file's directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -173,7 +175,7 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
             raise ConfigError(f"agent[{i}].id: missing")
         emulate = dict(a.get("emulate", {}))
         _check_keys(emulate, _EMULATE_KEYS, f"agent[{i}].emulate")
-        if emulate and not str(a.get("driver", "")).startswith("socket://"):
+        if emulate and not re.fullmatch(r"socket://(127\.0\.0\.1|localhost):\d+(\?.*)?", str(a.get("driver", ""))):
             raise ConfigError(f"agent[{i}].driver: an emulated board is reached at socket://127.0.0.1:PORT")
         spec = AgentSpec(**{**a, "emulate": emulate,
                             "curve_client_secret": _resolve(base, a.get("curve_client_secret", ""))})
@@ -184,20 +186,33 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
 
     d = Deployment(
         path=path, name=name, bundle=_resolve(base, str(dep["bundle"])), bus=bus, agents=tuple(agents),
-        seed=int(dep.get("seed", 0)), slots=int(dep.get("slots", 100)),
-        deadline_s=float(dep.get("deadline_ms", 50)) / 1000.0, period_s=float(dep.get("period_ms", 0)) / 1000.0,
+        seed=_number(dep, "seed", 0, int), slots=_number(dep, "slots", 100, int),
+        deadline_s=_number(dep, "deadline_ms", 50, float) / 1000.0, period_s=_number(dep, "period_ms", 0, float) / 1000.0,
         runlog=_resolve(base, str(dep.get("runlog", f"{name}-run.jsonl"))),
-        on_sigterm=str(dep.get("on_sigterm", "hold")), heartbeat_s=float(dep.get("heartbeat_ms", 500)) / 1000.0,
+        on_sigterm=str(dep.get("on_sigterm", "hold")), heartbeat_s=_number(dep, "heartbeat_ms", 500, float) / 1000.0,
         twin_host=twin_host, twin_overrides=dict(twin.get("overrides", {})), broker=broker,
     )
     if d.deadline_s <= 0:
         raise ConfigError("deployment.deadline_ms: must be positive")
+    if d.slots < 0 or d.period_s < 0 or d.heartbeat_s <= 0:
+        bad = "slots" if d.slots < 0 else "period_ms" if d.period_s < 0 else "heartbeat_ms"
+        raise ConfigError(f"deployment.{bad}: must be {'positive' if bad == 'heartbeat_ms' else '>= 0'}")
     if d.on_sigterm not in ("hold", "safe"):
         raise ConfigError(f"deployment.on_sigterm: {d.on_sigterm!r} must be 'hold' or 'safe'")
     for a in d.agents:
         if a.on_sigterm not in ("", "hold", "safe"):
             raise ConfigError(f"agent {a.id}: on_sigterm {a.on_sigterm!r} must be 'hold' or 'safe'")
     return d
+
+
+def _number(table: dict[str, Any], key: str, default: float, kind: type) -> Any:
+    """A finite number of the deployment table (a TOML string or nan would only fail later)."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ConfigError(f"deployment.{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"deployment.{key}: must be finite, got {value}")
+    return kind(value)
 
 
 def check_security(dep: Deployment) -> None:
@@ -298,6 +313,10 @@ def write_systemd_units(dep: Deployment, out_dir: str | os.PathLike) -> list[Pat
 
 # ---------------------------------------------------------------------------------------------
 # The supervisor
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class Supervisor:
@@ -406,11 +425,14 @@ class Supervisor:
         from controller.runlog import iter_runlog
 
         console = Console(stderr=False)
-        self.start()
         seen = 0
         last: dict[str, Any] = {}
         rc = 0
+        # `kill` / systemd stop (SIGTERM) ends the run like Ctrl-C, so the children are stopped
+        # instead of orphaned; a failed start stops what already started.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
+            self.start()
             with Live(console=console, refresh_per_second=8, transient=True) as live:
                 while True:
                     twin = self.procs.get("twin")
@@ -435,6 +457,7 @@ class Supervisor:
         except KeyboardInterrupt:
             rc = 130
         finally:
+            signal.signal(signal.SIGTERM, previous)
             twin_tail = self.tail("twin") if rc not in (0, 130) else ""
             self.stop()
         if rc not in (0, 130):

@@ -43,7 +43,9 @@ def deploy_cmd(file: Path, systemd_dir: Path | None, print_slots: bool, no_resta
         for unit in write_systemd_units(dep, systemd_dir):
             click.echo(str(unit))
         return
-    Supervisor(dep, print_slots=print_slots, restart_agents=not no_restart).run()
+    rc = Supervisor(dep, print_slots=print_slots, restart_agents=not no_restart).run()
+    if rc:  # stopped by Ctrl-C or SIGTERM: say so in the exit status, as `ristwin train` does
+        raise SystemExit(rc)
 
 
 @click.command("agent")

@@ -97,3 +97,95 @@ def test_compare_short_runs_uses_their_final_evaluation(capsys, tmp_path: Path):
     assert report["metrics"] == ["eval_reward", "eval_sum_rate"]
     assert report["final"]["maq-pg"]["eval_reward"] == {"mean": -2.0, "std": 1.0, "runs": 2}
     assert report["final"]["maq-pg"]["eval_sum_rate"]["mean"] == 3.0
+
+
+# --------------------------------------------------------------------------- deployment files
+
+_DEPLOY = """
+[deployment]
+bundle = "{bundle}"
+{extra}
+[[agent]]
+id = "bs0"
+[[agent]]
+id = "irs0"
+driver = "{driver}"
+{emulate}
+[[agent]]
+id = "irs1"
+driver = "sim://?elements=10&bits=1,2,3"
+"""
+
+
+@pytest.mark.parametrize("extra, driver, emulate, needle", [
+    ('slots = "many"', "sim://?elements=10&bits=1,2,3", "", "deployment.slots"),
+    ("slots = 2.5", "sim://?elements=10&bits=1,2,3", "", "deployment.slots"),
+    ("slots = -3", "sim://?elements=10&bits=1,2,3", "", "deployment.slots"),
+    ("deadline_ms = nan", "sim://?elements=10&bits=1,2,3", "", "deployment.deadline_ms"),
+    ("period_ms = -1", "sim://?elements=10&bits=1,2,3", "", "deployment.period_ms"),
+    ("heartbeat_ms = 0", "sim://?elements=10&bits=1,2,3", "", "deployment.heartbeat_ms"),
+    # The emulator listens on loopback only: a remote address would hang the agent, not fail.
+    ("", "socket://10.1.1.1:7711", "[agent.emulate]\nelements = 10", "agent[1].driver"),
+])
+def test_bad_deployment_file_is_one_line(capsys, tmp_path: Path, extra, driver, emulate, needle):
+    toml = tmp_path / "dep.toml"
+    toml.write_text(_DEPLOY.format(bundle=tmp_path, extra=extra, driver=driver, emulate=emulate))
+    rc, _, err = run_cli(capsys, "deploy", str(toml))
+    assert_one_line_error(rc, err, needle)
+
+
+def _children(pid: int) -> set[int]:
+    """Direct children of pid, from /proc (the supervisor starts them in their own sessions)."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def test_sigterm_to_deploy_stops_its_children(tmp_path: Path, p1_bundle: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.controller.conftest import free_port
+
+    toml = tmp_path / "dep.toml"
+    extra = (f'slots = 0\nperiod_ms = 100\ndeadline_ms = 300\nrunlog = "run.jsonl"\n'
+             f'[transport]\nkind = "zmq"\npub_port = {free_port()}\nsub_port = {free_port()}\n')
+    toml.write_text(_DEPLOY.format(bundle=p1_bundle, extra=extra, driver="sim://?elements=10&bits=1,2,3",
+                                   emulate=""))
+    log = open(tmp_path / "deploy.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "deploy", str(toml)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    kids: set[int] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while not ((tmp_path / "run.jsonl").exists() and (tmp_path / "run.jsonl").stat().st_size):
+            assert proc.poll() is None, (tmp_path / "deploy.log").read_text()
+            assert time.monotonic() < deadline, "no slot within 90 s"
+            time.sleep(0.2)
+        kids = _children(proc.pid)
+        assert len(kids) >= 4  # twin server and three agents (plus the warm spare)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+        time.sleep(0.5)
+        alive = {k for k in kids if Path(f"/proc/{k}").exists()
+                 and Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+        assert not alive, f"orphaned children {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for k in kids:  # only if the test failed: never leave the deployment running
+            try:
+                os.kill(k, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
