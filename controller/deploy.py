@@ -333,6 +333,8 @@ class Supervisor:
         self.logdir = Path(self._tmp.name)
         self.spare: subprocess.Popen | None = None
         self._spares = 0
+        self._logs: dict[int, Path] = {}  # pid -> its log file (a promoted spare keeps its own)
+        self._told: set[tuple[str, str]] = set()
         self.agent_ids = {a.id for a in dep.agents}
 
     def _spawn(self, name: str) -> None:
@@ -340,6 +342,7 @@ class Supervisor:
         self.procs[name] = subprocess.Popen(self.argv[name], stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+        self._logs[self.procs[name].pid] = Path(log.name)
 
     def _spawn_spare(self) -> None:
         """The warm standby that replaces the next crashed agent (see controller.daemon.standby)."""
@@ -348,6 +351,7 @@ class Supervisor:
         self.spare = subprocess.Popen(ristwin_argv() + ["agent", str(self.dep.path), "--standby"], stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True)
         log.close()
+        self._logs[self.spare.pid] = Path(log.name)
 
     def _replace(self, name: str) -> None:
         """Bring a dead agent back: promote the warm spare if it is alive, else start cold."""
@@ -376,6 +380,18 @@ class Supervisor:
             except OSError:
                 time.sleep(0.05)
         raise ConfigError(f"{name}: did not listen on port {port} within {timeout:.0f} s")
+
+    def _tell_exit(self, name: str, proc: subprocess.Popen) -> None:
+        """Print once per distinct reason why an agent or board died: its log (deleted at the end)
+        is otherwise the only place that says, e.g., the board has the wrong element count."""
+        try:
+            lines = self._logs[proc.pid].read_text(errors="replace").strip().splitlines()
+        except (KeyError, OSError):
+            lines = []
+        why = next((ln for ln in reversed(lines) if ln.startswith("ristwin: error:")), lines[-1] if lines else "")
+        if (name, why) not in self._told:
+            self._told.add((name, why))
+            sys.stderr.write(f"{name} exited with status {proc.returncode}: {why or '(no output)'}\n")
 
     def tail(self, name: str, n: int = 400) -> str:
         try:
@@ -441,6 +457,7 @@ class Supervisor:
                         # A crashed agent or board comes back; the others never wait for it.
                         if (p.poll() is not None and name not in ("twin", "broker") and self.restart_agents
                                 and twin_running):
+                            self._tell_exit(name, self.procs[name])
                             self._replace(name)
                     if os.path.exists(self.dep.runlog):
                         records = list(iter_runlog(self.dep.runlog, "slot"))
