@@ -20,9 +20,13 @@ def keys_cmd(names: tuple[str, ...], out_dir: Path, force: bool) -> None:
     into the hub's curve_allowed_dir and the hub's .key to every agent.
     """
     from controller.security import generate_curve_keys
+    from twin.errors import ConfigError
 
     for name in names:
-        public, secret = generate_curve_keys(out_dir, name, force=force)
+        try:
+            public, secret = generate_curve_keys(out_dir, name, force=force)
+        except OSError as exc:
+            raise ConfigError(f"--dir: cannot write keys into {out_dir} ({exc.strerror}); choose a writable directory") from None
         click.echo(f"{name}: public {public}  secret {secret} (mode 600)")
 
 
@@ -80,6 +84,8 @@ def twin_server_cmd(file: Path, slots: int | None) -> None:
     from controller.deploy import check_security, load_deployment
     from controller.twin_server import serve
 
+    if slots is not None and slots < 0:
+        raise click.BadParameter(f"must be >= 0 (0 = run until stopped), got {slots}", param_hint="--slots")
     dep = load_deployment(file)
     check_security(dep)
     cfg = dep.server_config()

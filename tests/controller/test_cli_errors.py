@@ -52,6 +52,17 @@ def test_bad_option_is_one_line_naming_the_field(capsys, argv, needles):
     assert_one_line_error(rc, err, *needles)
 
 
+def test_keys_into_unwritable_dir_and_negative_server_slots(capsys, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc, _, err = run_cli(capsys, "keys", "hub", "--dir", str(blocker / "keys"))
+    assert_one_line_error(rc, err, "--dir")
+    toml = tmp_path / "dep.toml"
+    toml.write_text(_DEPLOY.format(bundle=tmp_path, extra="", driver="sim://?elements=10", emulate=""))
+    rc, _, err = run_cli(capsys, "twin-server", str(toml), "--slots", "-1")
+    assert rc == 2 and "--slots" in err and "Traceback" not in err  # a click usage error
+
+
 def test_snapshot_garbage_and_missing_file(capsys, tmp_path: Path):
     bad = tmp_path / "bad.npz"
     bad.write_text("not a zip")
