@@ -134,12 +134,20 @@ def learning(args) -> None:
     for M in args.antennas:
         jobs += [("M", M, a, {}, dict(n_bs_antennas=M)) for a in ("magar", "madqn-lr", "madqn", "q-learning")]
     jobs += [("Tq", T, "magar", {"global_period": T}, {}) for T in args.periods if T != 20]
+    done = set()
+    if args.out.exists():
+        for line in open(args.out):
+            r = json.loads(line)
+            if r.get("kind") == "learning":
+                done.add((r.get("tag", ""), r["sweep"], r["x"], r["algo"], r["seed"], r["steps"]))
     for i, job in enumerate(jobs):
         if i % args.parts != args.part:
             continue
         sweep, x, algo, algo_over, scn_over = job
         scn = get_scenario("p3", **{"episode_steps": args.episode_steps, **scn_over})
         for seed in range(args.seeds):
+            if (args.tag, sweep, x, algo, seed, args.steps) in done:    # resume an interrupted study
+                continue
             res = train_one(algo, scn, seed, args.steps, args.num_envs, algo_over)
             row = {"kind": "learning", "tag": args.tag, "sweep": sweep, "x": x, "algo": algo, "seed": seed, "steps": args.steps,
                    "num_envs": args.num_envs, "episode_steps": args.episode_steps, **res}
