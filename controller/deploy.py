@@ -315,6 +315,14 @@ def write_systemd_units(dep: Deployment, out_dir: str | os.PathLike) -> list[Pat
 # The supervisor
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -407,6 +415,14 @@ class Supervisor:
         for name, argv in process_plan(self.dep, str(broker_conf)):
             self.argv[name] = argv
             self.restarts[name] = 0
+            port = (self.dep.bus.mqtt_port if name == "broker" else
+                    int(self.dep.agent(name[len("board-"):]).driver.rsplit(":", 1)[-1].split("?")[0])
+                    if name.startswith("board-") else None)
+            if port is not None and _accepts(port):
+                # Someone else (another deployment?) already answers there: _wait_port would
+                # take it for ours and the agent would talk to a stranger.
+                raise ConfigError(f"{name}: port 127.0.0.1:{port} is already in use (another deployment "
+                                  "running?); stop it or choose another port in the deployment file")
             self._spawn(name)
             if name == "broker":
                 self._wait_port(name, self.dep.bus.mqtt_port)

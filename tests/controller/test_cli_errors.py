@@ -145,6 +145,20 @@ def test_bad_deployment_file_is_one_line(capsys, tmp_path: Path, extra, driver, 
     assert_one_line_error(rc, err, needle)
 
 
+def test_deploy_refuses_an_emulator_port_someone_else_answers_on(capsys, tmp_path: Path):
+    import socket
+
+    with socket.socket() as squatter:  # e.g. a second quickstart still running
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        toml = tmp_path / "dep.toml"
+        toml.write_text(_DEPLOY.format(bundle=tmp_path, extra="", driver=f"socket://127.0.0.1:{port}",
+                                       emulate="[agent.emulate]\nelements = 10"))
+        rc, _, err = run_cli(capsys, "deploy", str(toml))
+    assert_one_line_error(rc, err, f"127.0.0.1:{port}", "already in use")
+
+
 def _children(pid: int) -> set[int]:
     """Direct children of pid, from /proc (the supervisor starts them in their own sessions)."""
     kids = set()
