@@ -361,7 +361,8 @@ class MAQIRSActor(Actor):
         if self.mapping.name == "pg":                                                      # e = (z_u, z_w + 1/2), rounding
             idx, on = knn.nearest_np(out[:, :n], out[:, n:] + np.float32(0.5), bits)
         else:
-            e = np.float32(1.0) / (np.float32(1.0) + np.exp(-out))                         # sigmoid proto-action
+            with np.errstate(over="ignore"):                                               # exp(-out) -> inf gives 0, as sigmoid
+                e = np.float32(1.0) / (np.float32(1.0) + np.exp(-out))                     # sigmoid proto-action
             k = self.mapping.k
             if k == 1:
                 idx, on = knn.nearest_np(e[:, :n], e[:, n:], bits)
