@@ -102,12 +102,12 @@ def print_convergence(rows: list[dict]) -> None:
 
 def cmd_sweep(a: argparse.Namespace) -> None:
     rows = []
-    for K, L in CASES:
+    for K, L in ([tuple(a.case)] if a.case else CASES):
         finals = [final(train_one(a.out, "mdlbi", K, L, s, a))["eval_sum_rate"] for s in a.seeds]
         refs = references(K, L, a, ("random", "fixed-assoc"))
         rows.append({"K": K, "L": L, "mdlbi": finals, **refs})
         print(f"  K={K} L={L}: mdlbi {np.mean(finals):.2f} +- {np.std(finals):.2f}, " + ", ".join(f"{k} {v:.2f}" for k, v in refs.items()), flush=True)
-    (a.out / "sweep.json").write_text(json.dumps(rows))
+    (a.out / (f"sweep-K{a.case[0]}-L{a.case[1]}.json" if a.case else "sweep.json")).write_text(json.dumps(rows))
     print_sweep(rows)
 
 
@@ -197,6 +197,10 @@ def cmd_plot(a: argparse.Namespace) -> None:
 
 
 def cmd_report(a: argparse.Namespace) -> None:
+    parts = sorted(a.out.glob("sweep-K*-L*.json"))
+    if parts:  # one file per case when the cases ran as separate processes
+        rows = [r for p in parts for r in json.loads(p.read_text())]
+        (a.out / "sweep.json").write_text(json.dumps(sorted(rows, key=lambda r: (r["K"], r["L"]))))
     for name, fn in (("convergence", print_convergence), ("sweep", print_sweep), ("mobility", print_mobility)):
         p = a.out / f"{name}.json"
         if p.exists():
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-episodes", type=int, default=4)
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     ap.add_argument("--ref-steps", type=int, default=20, help="slots of each reference rollout in the sweep (WMMSE is slow)")
+    ap.add_argument("--case", type=int, nargs=2, default=None, metavar=("K", "L"), help="sweep only this (K, L) case")
     ap.add_argument("--horizon", type=int, default=100, help="slots of the mobility episode")
     ap.add_argument("--mobility-case", type=int, nargs=2, default=[30, 2], metavar=("K", "L"))
     a = ap.parse_args(argv)
