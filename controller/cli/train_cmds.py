@@ -180,7 +180,7 @@ def evaluate(run: Path, episodes: int, seed: int, max_steps: int | None, no_uppe
     bundle = load_bundle(run / runs.BUNDLE_DIR, env=env, scenario_name=scenario)
     policies = {f"{bundle.algorithm} (bundle)": bundle_policy(bundle),
                 **reference_policies(scenario, env, seed, include_upper=not no_upper)}
-    results = evaluate_policies(env, policies, seed, max_steps)
+    results = _evaluate_with_progress(env, policies, seed, max_steps, evaluate_policies)
     report = {"run": str(run), "scenario": scenario, "algorithm": bundle.algorithm, "episodes": episodes,
               "seed": seed, "bundle_hash": bundle.content_hash, "policies": results}
     from agents.runs import write_atomic
@@ -190,6 +190,23 @@ def evaluate(run: Path, episodes: int, seed: int, max_steps: int | None, no_uppe
         click.echo(json.dumps(report, indent=2))
         return
     _print_table(f"{run}: {episodes} episodes, seed {seed}", results)
+
+
+def _evaluate_with_progress(env: Any, policies: dict, seed: int, max_steps: int | None, evaluate_policies: Any) -> dict:
+    """One policy at a time behind a transient bar on stderr: the WMMSE upper reference alone
+    can take minutes on P1, and a silent terminal looks hung (stdout stays clean for --json)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results = {}
+    with Progress(TextColumn("[bold]evaluate {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=len(policies))
+        for name, policy in policies.items():
+            bar.update(task, description=name + (" (slow; --no-upper skips it)" if "upper" in name else ""))
+            results.update(evaluate_policies(env, {name: policy}, seed, max_steps))
+            bar.advance(task)
+    return results
 
 
 _COLUMNS = (("reward", "reward"), ("sum_rate", "sum rate"), ("rate_mean", "avg user rate"),

@@ -219,3 +219,18 @@ def test_sigterm_to_deploy_stops_its_children_and_crash_reasons_are_shown(tmp_pa
             except ProcessLookupError:
                 pass
         log.close()
+
+
+def test_evaluate_json_stdout_is_pure_json_with_progress_elsewhere(capsys, tmp_path: Path, p1_bundle: Path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(p1_bundle, run / "bundle")
+    (run / "config.json").write_text(json.dumps({"train": {"scenario": "p1", "algo": "maq-wp"}, "scenario": {}}))
+    rc, out, err = run_cli(capsys, "evaluate", str(run), "--no-upper", "--episodes", "2", "--max-steps", "3", "--json")
+    assert rc == 0, err
+    report = json.loads(out)  # the progress bar must not leak into stdout
+    names = list(report["policies"])
+    assert names[0] == "maq-wp (bundle)" and "random" in names and not any("upper" in n for n in names)
+    assert all(m["reward"]["episodes"] == 2 for m in report["policies"].values())
