@@ -47,6 +47,11 @@ def deploy_cmd(file: Path, systemd_dir: Path | None, print_slots: bool, no_resta
         for unit in write_systemd_units(dep, systemd_dir):
             click.echo(str(unit))
         return
+    if not (Path(dep.bundle) / "manifest.json").is_file():  # fail before starting anything
+        from twin.errors import ConfigError
+
+        raise ConfigError(f"deployment.bundle: {dep.bundle} is not an actor bundle (no manifest.json); train one "
+                          "with `ristwin train ... --out RUN` and set bundle = \"RUN/bundle\" (relative to the file)")
     rc = Supervisor(dep, print_slots=print_slots, restart_agents=not no_restart).run()
     if rc:  # stopped by Ctrl-C or SIGTERM: say so in the exit status, as `ristwin train` does
         raise SystemExit(rc)

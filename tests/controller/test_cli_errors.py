@@ -145,7 +145,14 @@ def test_bad_deployment_file_is_one_line(capsys, tmp_path: Path, extra, driver, 
     assert_one_line_error(rc, err, needle)
 
 
-def test_deploy_refuses_an_emulator_port_someone_else_answers_on(capsys, tmp_path: Path):
+def test_deploy_without_a_trained_bundle_fails_before_starting(capsys, tmp_path: Path):
+    toml = tmp_path / "dep.toml"
+    toml.write_text(_DEPLOY.format(bundle="run/bundle", extra="", driver="sim://?elements=10", emulate=""))
+    rc, _, err = run_cli(capsys, "deploy", str(toml))
+    assert_one_line_error(rc, err, "deployment.bundle", str(tmp_path / "run" / "bundle"), "ristwin train")
+
+
+def test_deploy_refuses_an_emulator_port_someone_else_answers_on(capsys, tmp_path: Path, p1_bundle: Path):
     import socket
 
     with socket.socket() as squatter:  # e.g. a second quickstart still running
@@ -153,7 +160,7 @@ def test_deploy_refuses_an_emulator_port_someone_else_answers_on(capsys, tmp_pat
         squatter.listen()
         port = squatter.getsockname()[1]
         toml = tmp_path / "dep.toml"
-        toml.write_text(_DEPLOY.format(bundle=tmp_path, extra="", driver=f"socket://127.0.0.1:{port}",
+        toml.write_text(_DEPLOY.format(bundle=p1_bundle, extra="", driver=f"socket://127.0.0.1:{port}",
                                        emulate="[agent.emulate]\nelements = 10"))
         rc, _, err = run_cli(capsys, "deploy", str(toml))
     assert_one_line_error(rc, err, f"127.0.0.1:{port}", "already in use")
