@@ -471,7 +471,8 @@ def parse_overrides(name: str, assignments: typing.Iterable[str]) -> dict:
             raise ConfigError(f"--set: expected field=value, got {text!r}")
         key, raw = (s.strip() for s in text.split("=", 1))
         if key not in fields:
-            raise ConfigError(f"{key}: not a field of scenario {name}")
+            raise ConfigError(f"{key}: not a field of scenario {name}; known fields: "
+                              f"{', '.join(sorted(k for k in fields if k != 'name'))}")
         kind = fields[key].metadata.get("kind")
         try:
             if kind in (SIZE, COUNT):

@@ -44,7 +44,8 @@ def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
     (["board", "test", "sim://?elements=8", "--on-prob", "nan"], ["--on-prob"]),
     (["board", "info", "foo://x"], ["url", "foo"]),
     (["twin", "scenario", "p9"], ["p9", "p1"]),
-    (["twin", "scenario", "p1", "--set", "nope=1"], ["nope"]),
+    (["twin", "scenario", "p1", "--set", "nope=1"], ["nope", "known fields", "n_irs"]),
+    (["train", "--algo", "maq-pg", "--out", "unused", "--set", "scenario.nope=1"], ["nope", "known fields"]),
     (["twin", "scenario", "p1", "--set", "p_max_dbm=nan"], ["p_max_dbm"]),
 ])
 def test_bad_option_is_one_line_naming_the_field(capsys, argv, needles):
