@@ -10,7 +10,7 @@ trap 'rm -rf "$out"' EXIT
 
 # 1. The twin on its own: one P1 channel snapshot, evaluated (the snapshot contract).
 .venv/bin/ristwin twin sample --scenario p1 --seed 0 --out "$out/snap.npz"
-.venv/bin/ristwin twin evaluate "$out/snap.npz" --json
+.venv/bin/ristwin twin evaluate "$out/snap.npz"   # --json for the machine-readable form
 
 # 2. Train a small MAQ-PG policy (a few hundred steps: a smoke-sized run, not a converged one).
 .venv/bin/ristwin train --scenario p1 --algo maq-pg --steps 200 --num-envs 4 --seed 0 \
