@@ -67,7 +67,7 @@ def _random_config(rng: np.random.Generator, n: int, bits: int, on_prob: float):
 @board_group.command("test")
 @click.argument("url")
 @click.option("--count", default=100, show_default=True, help="Random configurations to apply.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random configurations.")
 @click.option("--on-prob", default=0.8, show_default=True, help="Probability an element is ON.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--trace", is_flag=True, help="Log every frame in hex to stderr.")
@@ -152,7 +152,7 @@ def test_cmd(url: str, count: int, seed: int, on_prob: float, as_json: bool, tra
 
 
 @board_group.command("emulate")
-@click.option("--elements", default=256, show_default=True)
+@click.option("--elements", default=256, show_default=True, help="Number of surface elements (1..65535).")
 @click.option("--bits", default="1", show_default=True, help="Supported resolutions, e.g. 1,2,3.")
 @click.option("--baud", default=115200, show_default=True, help="Wire-time model: 10 bits per byte.")
 @click.option("--no-wire", is_flag=True, help="Do not model wire time (as fast as the pty allows).")
@@ -164,8 +164,8 @@ def test_cmd(url: str, count: int, seed: int, on_prob: float, as_json: bool, tra
 @click.option("--reboot-every", default=0, show_default=True, help="Reboot on every N-th frame (0 = never).")
 @click.option("--watchdog-ms", default=0, show_default=True, help="Watchdog armed from power-on (0 = off).")
 @click.option("--energy", is_flag=True, help="Emulate a harvested-energy buffer (reported in STATUS).")
-@click.option("--harvest-uw", default=2000.0, show_default=True)
-@click.option("--capacity-uj", default=5000.0, show_default=True)
+@click.option("--harvest-uw", default=2000.0, show_default=True, help="Harvested power into the buffer (with --energy).")
+@click.option("--capacity-uj", default=5000.0, show_default=True, help="Energy buffer capacity (with --energy).")
 @click.option("--switch-nj", default=50.0, show_default=True, help="Energy per element switched.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the fault injection.")
 @click.option("--tcp", "tcp_port", type=int, default=None, help="Serve on 127.0.0.1:PORT instead of a pty.")

@@ -33,7 +33,7 @@ def _split_sets(assignments: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 @click.command("train")
 @click.option("--scenario", default=None, help="Scenario preset (p1..p4).  [default: p1]")
-@click.option("--algo", default=None, help="Algorithm name (see agents/registry.py).")
+@click.option("--algo", default=None, help="Algorithm, e.g. maq-pg, maddpg, mdlbi, magar, mappo (omit it to list all).")
 @click.option("--steps", type=int, default=None, help="Batched environment steps (each advances all --num-envs).  [default: 20000]")
 @click.option("--num-envs", type=int, default=None, help="Environments stepped together.  [default: 8]")
 @click.option("--seed", type=int, default=None, help="Run seed (one seed -> env and algorithm generators).  [default: 0]")

@@ -242,3 +242,25 @@ def test_evaluate_json_stdout_is_pure_json_with_progress_elsewhere(capsys, tmp_p
     names = list(report["policies"])
     assert names[0] == "maq-wp (bundle)" and "random" in names and not any("upper" in n for n in names)
     assert all(m["reward"]["episodes"] == 2 for m in report["policies"].values())
+
+
+def _commands(group, path=()):
+    import click
+
+    for name, cmd in group.commands.items():
+        yield path + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, path + (name,))
+
+
+def test_every_command_has_help_and_every_option_says_what_it_does(capsys):
+    from controller.cli import cli
+
+    undocumented = []
+    for path, cmd in _commands(cli):
+        rc, out, err = run_cli(capsys, *path, "--help")
+        assert rc == 0 and out.startswith("Usage: ristwin " + " ".join(path)), (path, err)
+        assert cmd.help, path
+        undocumented += [f"{' '.join(path)} {p.opts[0]}" for p in cmd.params
+                         if getattr(p, "opts", [""])[0].startswith("--") and not getattr(p, "help", None)]
+    assert not undocumented, undocumented
