@@ -44,7 +44,13 @@ def deploy_cmd(file: Path, systemd_dir: Path | None, print_slots: bool, no_resta
     dep = load_deployment(file)
     check_security(dep)
     if systemd_dir is not None:
-        for unit in write_systemd_units(dep, systemd_dir):
+        try:
+            units = write_systemd_units(dep, systemd_dir)
+        except OSError as exc:
+            from twin.errors import ConfigError
+
+            raise ConfigError(f"--systemd: cannot write unit files into {systemd_dir} ({exc.strerror})") from None
+        for unit in units:
             click.echo(str(unit))
         return
     if not (Path(dep.bundle) / "manifest.json").is_file():  # fail before starting anything

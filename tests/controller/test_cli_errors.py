@@ -146,6 +146,15 @@ def test_bad_deployment_file_is_one_line(capsys, tmp_path: Path, extra, driver, 
     assert_one_line_error(rc, err, needle)
 
 
+def test_deploy_systemd_into_unwritable_dir(capsys, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    toml = tmp_path / "dep.toml"
+    toml.write_text(_DEPLOY.format(bundle=tmp_path, extra="", driver="sim://?elements=10", emulate=""))
+    rc, _, err = run_cli(capsys, "deploy", str(toml), "--systemd", str(blocker / "units"))
+    assert_one_line_error(rc, err, "--systemd")
+
+
 def test_deploy_without_a_trained_bundle_fails_before_starting(capsys, tmp_path: Path):
     toml = tmp_path / "dep.toml"
     toml.write_text(_DEPLOY.format(bundle="run/bundle", extra="", driver="sim://?elements=10", emulate=""))
