@@ -18,14 +18,6 @@ from twin.errors import ConfigError
 SMALL = ["n_elements=4", "n_users=2", "episode_steps=20", "power_table_mw=5,10,15,45,60"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_env(num_envs: int, resolutions: str = "1,2,3"):
     return registry.make_env("p1", registry.scenario_config("p1", SMALL + [f"resolutions={resolutions}"]), num_envs)
 

@@ -22,14 +22,6 @@ SMALL = dict(n_elements=4, n_users=3, n_bs_antennas=2, n_surfaces=2, episode_ste
 FAST = dict(learning_starts=16, batch_size=16, hidden=(32,), buffer_size=512)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_env(num_envs: int = 4, **over) -> P3Env:
     return P3Env(num_envs=num_envs, cfg=get_scenario("p3", **{**SMALL, **over}), seed=0)
 

@@ -97,7 +97,6 @@ def test_initial_policy_is_bfs_ao_first_iterate():
 
 
 def test_ppo_ao_scheduler_learns_to_beat_random_scheduling():
-    torch.set_num_threads(1)
     env = P4Env(8, SCN)
     algo = PPOAO(env, PPOAOConfig(buffer_size=256, batch_size=64, reuse=10, lr_actor=3e-3), seed=0)
     obs, state = _run(algo, env, 32 * 8)
@@ -116,7 +115,6 @@ def _wt(env, acts):
 
 
 def test_tiny_mappo_run_is_seeded_and_beats_random_actions():
-    torch.set_num_threads(1)
     runs = []
     for _ in range(2):
         env = P4Env(4, SCN)

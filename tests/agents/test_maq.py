@@ -22,15 +22,6 @@ SMALL = ["n_elements=4", "n_users=2", "episode_steps=20", "power_table_mw=5,10,1
 FAST = {"learning_starts": 256, "batch_size": 64, "eps_decay_steps": 1600}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small MLPs on a shared 2-core machine: intra-op threads only add contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_env(num_envs: int = 4, seed: int = 0):
     return registry.make_env("p1", registry.scenario_config("p1", SMALL), num_envs)
 

@@ -9,14 +9,12 @@ import torch
 
 from agents.bundle import export_bundle, load_bundle
 from agents.evaluation import actors_policy, rollout
-from agents.mdlbi import MDLBI, CentralDDPGConfig, MDLBIConfig, P2BSActor
+from agents.mdlbi import MDLBI, MDLBIConfig
 from agents.p2_reference import decide, p2_reference_policies, to_action, user_irs_for
 from agents.registry import ALGORITHMS
 from twin import multicell as mc
 from twin.envs.p2 import P2Env
 from twin.scenarios import get_scenario
-
-torch.set_num_threads(1)
 
 SMALL = dict(n_users=4, n_irs=2, n_bs_antennas=2, n_elements=4, episode_steps=20)
 FAST = MDLBIConfig(hidden=(32, 32), learning_starts=32, batch_size=32)

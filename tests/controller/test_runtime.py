@@ -68,7 +68,6 @@ def reference_run(bundle_path, seed, slots):
 
 
 def test_decentralized_equals_in_process(bus, p1_bundle, tmp_path):
-    torch.set_num_threads(1)
     slots = 12
     log = tmp_path / "run.jsonl"
     summary, daemons = asyncio.run(run_deployment(bus.cfg, p1_bundle, log, slots))
