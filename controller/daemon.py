@@ -136,13 +136,6 @@ class AgentDaemon:
 
     # ---- bus ------------------------------------------------------------------------------
 
-    def _decode(self, payload: bytes) -> m.Message | None:
-        try:
-            return m.decode(payload)
-        except MessageError:
-            self.counters["malformed"] += 1
-            return None
-
     async def _publish(self, topic: str, msg: m.Message) -> None:
         assert self.transport is not None
         try:
@@ -151,12 +144,12 @@ class AgentDaemon:
             self.counters["publish_failed"] += 1
 
     def _on_welcome(self, topic: str, payload: bytes) -> None:
-        msg = self._decode(payload)
+        msg = m.decode_or_count(payload, self.counters)
         if isinstance(msg, m.Welcome) and msg.agent == self.agent and msg.incarnation == self.incarnation:
             self._welcomed.set()
 
     def _on_control(self, topic: str, payload: bytes) -> None:
-        msg = self._decode(payload)
+        msg = m.decode_or_count(payload, self.counters)
         if not isinstance(msg, m.Control) or msg.target not in ("all", self.agent):
             self.counters["unexpected"] += msg is not None
             return
@@ -184,7 +177,7 @@ class AgentDaemon:
                 self.counters["reload_failed"] += 1
 
     def _on_peer(self, topic: str, payload: bytes) -> None:
-        msg = self._decode(payload)
+        msg = m.decode_or_count(payload, self.counters)
         if isinstance(msg, m.Action) and msg.agent != self.agent and topic == f"act/{msg.agent}":
             self.peers[msg.agent] = msg.applied
             self.counters["peer_msgs"] += 1
@@ -255,7 +248,7 @@ class AgentDaemon:
                 self.counters["skipped_stale"] += 1
                 topic, payload = item
             cpu0 = time.thread_time()
-            msg = self._decode(payload)
+            msg = m.decode_or_count(payload, self.counters)
             if not isinstance(msg, m.Observation) or msg.agent != self.agent:
                 self.counters["unexpected"] += msg is not None
                 continue

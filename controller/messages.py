@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, MutableMapping, Union
 
 import msgpack
 import numpy as np
@@ -328,3 +328,13 @@ def decode(data: bytes) -> Message:
         raise
     except Exception as exc:  # defensive: validation must never leak another exception type
         raise MessageError(f"{kind}: invalid ({type(exc).__name__}: {exc})") from None
+
+
+def decode_or_count(data: bytes, counters: MutableMapping[str, int]) -> Message | None:
+    """Decode for a receiver that must never crash on bad input: a malformed message is
+    dropped and counted under ``counters["malformed"]``, and None is returned."""
+    try:
+        return decode(data)
+    except MessageError:
+        counters["malformed"] += 1
+        return None

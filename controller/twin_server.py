@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from twin.errors import ActionError, ConfigError, MessageError, TransportError
+from twin.errors import ActionError, ConfigError, TransportError
 from twin.surface_config import SurfaceConfig
 
 from controller import messages as m
@@ -148,15 +148,8 @@ class TwinServer:
 
     # ---- bus callbacks --------------------------------------------------------------------
 
-    def _decode(self, payload: bytes) -> m.Message | None:
-        try:
-            return m.decode(payload)
-        except MessageError:
-            self.counters["malformed"] += 1
-            return None
-
     def _on_hello(self, topic: str, payload: bytes) -> None:
-        msg = self._decode(payload)
+        msg = m.decode_or_count(payload, self.counters)
         if not isinstance(msg, m.Hello) or topic != f"hello/{msg.agent}" or msg.agent not in self.cfg.agents:
             self.counters["unexpected"] += msg is not None
             return
@@ -172,7 +165,7 @@ class TwinServer:
         task.add_done_callback(self._tasks.discard)
 
     def _on_heartbeat(self, topic: str, payload: bytes) -> None:
-        msg = self._decode(payload)
+        msg = m.decode_or_count(payload, self.counters)
         if not isinstance(msg, m.Heartbeat) or topic != f"hb/{msg.agent}" or msg.agent not in self.cfg.agents:
             self.counters["unexpected"] += msg is not None
             return
@@ -218,7 +211,7 @@ class TwinServer:
                 topic, payload = await sub.get(remaining)
             except asyncio.TimeoutError:
                 break
-            msg = self._decode(payload)
+            msg = m.decode_or_count(payload, self.counters)
             if msg is None:
                 continue
             if not isinstance(msg, m.Action) or msg.agent not in self.cfg.agents:
