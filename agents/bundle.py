@@ -6,6 +6,16 @@ A bundle is a directory::
                     per role: actor class path, arch kwargs, agent ids, observation / action
                     specs, weights file + sha256; and a content hash over all of that
     <role>.pt       torch.save of the role's actor state_dict (loaded with weights_only=True)
+    <role>.npz      the same weights as a numpy archive (np.savez, read with allow_pickle=False)
+                    for the torch-free runtime, when the actor has a numpy description; the
+                    manifest's roles.<role>.runtime holds its inference graph and sha256, or
+                    {"backend": "torch", "reason": ...} when the role must run on torch
+
+``load_bundle`` rebuilds the torch actors; ``agents.runtime.load_runtime`` (or
+``load_bundle(path, backend="numpy")``) runs the numpy graphs without importing torch. At
+export every numpy graph is run against its torch actor on probe observations and a role
+whose graph disagrees keeps the torch backend (so a stale description can cost speed, never
+correctness). Bundles written before the runtime (no .npz) load as before.
 
 Loading needs torch and ristwin only. Actor classes are rebuilt from their class path, which
 must name a subclass of ``agents.base.Actor`` inside the ``agents`` package, so a manifest
@@ -17,13 +27,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,11 +42,11 @@ import torch
 
 from agents.base import Actor
 from agents.runs import UMASK
+from agents.runtime import manifest as mf
+from agents.runtime.manifest import FORMAT_VERSION, MANIFEST, canonical_json, obs_dim_of  # noqa: F401 (re-exported)
 from twin import __version__ as RISTWIN_VERSION
 from twin.errors import BundleError
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 _ROLE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -67,10 +77,6 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
 def space_spec(space: Any) -> dict[str, Any]:
     """A Gymnasium space (or an already-JSON spec dict) as a JSON spec."""
     import gymnasium as gym
@@ -95,23 +101,8 @@ def space_spec(space: Any) -> dict[str, Any]:
     raise BundleError(f"spec: cannot describe a {type(space).__name__} space in a bundle manifest")
 
 
-def obs_dim_of(spec: Mapping[str, Any]) -> int:
-    if spec.get("type") != "Box" or len(spec.get("shape", [])) != 1:
-        raise BundleError(f"observation spec: expected a 1-D Box, got {spec}")
-    return int(spec["shape"][0])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _content_hash(manifest: Mapping[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k != "content_hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+_sha256 = mf.sha256_file
+_content_hash = mf.content_hash
 
 
 def _class_path(obj: Any) -> str:
@@ -190,6 +181,7 @@ def export_bundle(
             weights = tmp / roles[role]["weights"]
             torch.save(state, weights)
             roles[role]["sha256"] = _sha256(weights)
+            roles[role]["runtime"] = _export_runtime(tmp, role, actor, roles[role])
         manifest = {
             "format_version": FORMAT_VERSION,
             "algorithm": algorithm_name,
@@ -214,6 +206,97 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+# --------------------------------------------------------------------------- numpy runtime part
+
+PROBE_BATCHES = 4      # probe calls per role at export (stateful actors carry state across them)
+PROBE_BATCH = 32
+
+
+def _probe_observations(spec: Mapping[str, Any], seed: int) -> list[np.ndarray]:
+    """Observations spread over the spec's box (finite bounds) or around 0 with unit scale,
+    plus zeros: what the graph is checked on before it is trusted."""
+    d = obs_dim_of(spec)
+    rng = np.random.default_rng(seed)
+    low = np.broadcast_to(np.asarray(spec.get("low", -np.inf), dtype=np.float64), (d,))
+    high = np.broadcast_to(np.asarray(spec.get("high", np.inf), dtype=np.float64), (d,))
+    finite = np.isfinite(low) & np.isfinite(high)
+    out = []
+    for i in range(PROBE_BATCHES):
+        x = rng.normal(0.0, 1.0 + i, (PROBE_BATCH, d))
+        u = rng.random((PROBE_BATCH, d))
+        x = np.where(finite, np.where(finite, low, 0) + u * np.where(finite, high - low, 0), x)
+        x[0] = 0.0
+        out.append(x.astype(np.float32))
+    return out
+
+
+def _agree(ref: Any, got: Any, where: str) -> str | None:
+    """None when the numpy outputs equal the torch ones (discrete exactly, float to rounding)."""
+    if isinstance(ref, Mapping):
+        if not isinstance(got, Mapping) or set(got) != set(ref):
+            return f"{where}: keys {sorted(got) if isinstance(got, Mapping) else type(got).__name__} != {sorted(ref)}"
+        for k in ref:
+            bad = _agree(ref[k], got[k], f"{where}.{k}")
+            if bad:
+                return bad
+        return None
+    r = ref.detach().cpu().numpy()
+    g = np.asarray(got)
+    if r.shape != g.shape or r.dtype != g.dtype:
+        return f"{where}: numpy gives {g.dtype}{list(g.shape)}, torch {r.dtype}{list(r.shape)}"
+    if r.dtype.kind in "biu":
+        ok = np.array_equal(r, g)
+    else:
+        # float32 rounding through wide layers grows with the activations' size (it reached
+        # 1.4e-4 on outputs in [-1, 1] with pre-activations ~1e3); a structural error is O(1)
+        ok = np.allclose(r, g, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(r).max(initial=0.0))))
+    return None if ok else f"{where}: numpy and torch outputs differ on probe observations"
+
+
+def _export_runtime(tmp: Path, role: str, actor: Actor, spec: dict[str, Any]) -> dict[str, Any]:
+    """Write ``<role>.npz`` and return the manifest's runtime entry (or the torch fallback and why)."""
+    from agents.runtime.describe import NotDescribable, describe
+    from agents.runtime.graph import Program
+
+    # Describe and check the actor as load_bundle rebuilds it (class + arch_kwargs + state_dict),
+    # not the live object: buffers outside the state_dict come from arch_kwargs there.
+    try:
+        ref_actor = _resolve_actor_class(spec["actor_class"], f"role {role}")(**actor.arch_kwargs())
+        ref_actor.load_state_dict(actor.state_dict(), strict=True)
+    except Exception as exc:
+        return {"backend": "torch", "reason": f"cannot rebuild the actor from the bundle ({exc})"}
+    ref_actor.eval()
+    try:
+        graph, arrays = describe(ref_actor)
+        graph = to_jsonable(graph)
+        program = Program(graph, arrays)
+    except (NotDescribable, ValueError) as exc:
+        return {"backend": "torch", "reason": str(exc)}
+    state: dict[str, np.ndarray] = {}
+    for i, x in enumerate(_probe_observations(spec["observation_spec"], seed=_probe_seed(role))):
+        with torch.inference_mode():
+            ref = ref_actor(torch.from_numpy(x))
+        if not state:
+            state = program.init_state(x.shape[0])
+        try:
+            with np.errstate(all="ignore"):
+                out = program.run(x, state)
+        except Exception as exc:  # a graph that cannot run is a describer bug: keep torch, say why
+            return {"backend": "torch", "reason": f"numpy graph failed on a probe ({type(exc).__name__}: {exc})"}
+        got = out["action"] if set(out) == {"action"} and not isinstance(ref, Mapping) else out
+        bad = _agree(ref, got, f"probe {i}")
+        if bad:
+            return {"backend": "torch", "reason": bad}
+    apath = tmp / f"{role}.npz"
+    with open(apath, "wb") as f:
+        np.savez(f, **arrays)
+    return {"backend": "numpy", "arrays": apath.name, "sha256": _sha256(apath), "graph": graph}
+
+
+def _probe_seed(role: str) -> int:
+    return zlib.crc32(role.encode())
 
 
 # --------------------------------------------------------------------------- load
@@ -313,69 +396,36 @@ class Bundle:
                     )
 
 
-def _check_action(out: Any, spec: Mapping[str, Any], where: str) -> None:
-    """The actor's output on one observation must have the action spec's keys and shapes."""
-    if spec.get("type") == "Dict":
-        if not isinstance(out, Mapping) or set(out) != set(spec["spaces"]):
-            got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
-            raise BundleError(f"{where}: actor returns {got}, action spec has keys {sorted(spec['spaces'])}")
-        for key, sub in spec["spaces"].items():
-            _check_action(out[key], sub, f"{where}.{key}")
-        return
-    if not isinstance(out, torch.Tensor):
-        raise BundleError(f"{where}: actor returns {type(out).__name__}, expected a tensor")
-    kind = spec.get("type")
-    if kind == "Box":
-        shape = list(spec["shape"])
-    elif kind == "MultiDiscrete":
-        shape = list(np.asarray(spec["nvec"]).shape)
-    elif kind == "Discrete":
-        shape = []
-    elif kind == "MultiBinary":
-        shape = [spec["n"]] if isinstance(spec["n"], int) else list(spec["n"])
-    else:
-        return
-    if list(out.shape[1:]) != shape:
-        raise BundleError(f"{where}: actor output shape {list(out.shape[1:])} != action spec shape {shape}")
+def load_bundle(path: str | os.PathLike, env: Any = None, scenario_name: str | None = None,
+                backend: str = "torch") -> Any:
+    """Load and verify a bundle (hashes, classes, weights, shapes); optionally check it fits ``env``.
 
-
-def load_bundle(path: str | os.PathLike, env: Any = None, scenario_name: str | None = None) -> Bundle:
-    """Load and verify a bundle (hashes, classes, weights, shapes); optionally check it fits ``env``."""
+    backend "torch" (default): a ``Bundle`` of torch actors. backend "numpy": an
+    ``agents.runtime.RuntimeBundle`` (same verification and decide/act/reset_state surface;
+    call ``agents.runtime.load_runtime`` directly to avoid importing torch at all).
+    """
+    if backend not in ("torch", "numpy"):
+        raise BundleError(f"backend: {backend!r} is unknown; use 'torch' or 'numpy'")
     path = Path(path)
     mpath = path / MANIFEST
-    if not path.is_dir():
-        raise BundleError(f"{path}: not a bundle directory")
-    if not mpath.is_file():
-        raise BundleError(f"{mpath}: missing; is {path} a bundle (RUN/bundle)?")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{mpath}: not valid JSON ({exc}); the manifest is truncated or corrupted") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{mpath}: expected a JSON object")
-    for key in ("format_version", "algorithm", "scenario", "versions", "roles", "content_hash"):
-        if key not in manifest:
-            raise BundleError(f"{mpath}: field {key!r} is missing")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{mpath}: format_version {manifest['format_version']!r} is unsupported (this ristwin reads {FORMAT_VERSION})")
-    if _content_hash(manifest) != manifest["content_hash"]:
-        raise BundleError(f"{mpath}: content_hash does not match the manifest; it was edited or corrupted")
-    if not isinstance(manifest["roles"], dict) or not manifest["roles"]:
-        raise BundleError(f"{mpath}: roles must be a non-empty object")
+    if backend == "numpy":
+        from agents.runtime import load_runtime
+
+        rt = load_runtime(path)
+        if env is not None:
+            Bundle.check_env(rt, env, scenario_name)  # type: ignore[arg-type]  (same fields)
+        elif scenario_name is not None and scenario_name != rt.scenario_name:
+            raise BundleError(f"{mpath}: scenario.name is {rt.scenario_name!r}, expected {scenario_name!r}")
+        return rt
+    manifest = mf.read_manifest(path)
 
     actors: dict[str, Actor] = {}
     for role, spec in manifest["roles"].items():
         where = f"{mpath}: roles.{role}"
-        for key in ("actor_class", "arch_kwargs", "agent_ids", "observation_spec", "action_spec", "weights", "sha256"):
-            if key not in spec:
-                raise BundleError(f"{where}.{key} is missing")
-        if spec["weights"] != f"{role}.pt":
-            raise BundleError(f"{where}.weights must be {role}.pt, got {spec['weights']!r}")
-        wpath = path / spec["weights"]
-        if not wpath.is_file():
-            raise BundleError(f"{wpath}: weights file missing")
-        if _sha256(wpath) != spec["sha256"]:
-            raise BundleError(f"{wpath}: sha256 does not match the manifest; the weights are truncated or tampered with")
+        wpath = mf.check_file(path, spec["weights"], spec["sha256"], "weights")
+        rt = spec.get("runtime")
+        if rt is not None and rt["backend"] == "numpy":   # the numpy part must be intact too
+            mf.check_file(path, rt["arrays"], rt["sha256"], "numpy weights")
         cls = _resolve_actor_class(spec["actor_class"], f"{where}.actor_class")
         try:
             actor = cls(**spec["arch_kwargs"])
@@ -397,7 +447,7 @@ def load_bundle(path: str | os.PathLike, env: Any = None, scenario_name: str | N
                 out = copy.deepcopy(actor)(torch.zeros(1, obs_dim))
         except Exception as exc:
             raise BundleError(f"{where}.observation_spec: the actor rejects a ({obs_dim},) observation ({str(exc).splitlines()[0]})") from None
-        _check_action(out, spec["action_spec"], f"{where}.action_spec")
+        mf.check_action(out, spec["action_spec"], f"{where}.action_spec")
         actors[role] = actor
 
     bundle = Bundle(path, manifest, actors)

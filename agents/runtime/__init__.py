@@ -1,0 +1,185 @@
+"""Torch-free execution of exported actor bundles (what the agent daemons run).
+
+    from agents.runtime import load_runtime
+    rt = load_runtime("RUN/bundle")           # numpy + ristwin's twin.errors only; no torch
+    rt.decide("irs0", obs)                    # obs (obs_dim,) float -> {"bits": array(3), "phase_idx": (N,), "on": (N,)}
+    rt.act({"irs0": obs_batch})               # batched: agent id -> (B, obs_dim) -> dict of (B, ...) arrays
+    rt.reset_state()                          # new episode (MAQ's remembered resolution)
+
+``load_runtime(path, allow_torch=True) -> RuntimeBundle`` verifies the bundle exactly as
+``agents.bundle.load_bundle`` does (manifest fields, content hash, sha256 of every file it
+lists, action shapes on a probe observation) and raises ``twin.errors.BundleError`` naming
+the file and field. ``RuntimeBundle`` has the ``agents.bundle.Bundle`` surface the daemons
+use: ``path``, ``manifest``, ``roles``, ``agent_ids``, ``algorithm``, ``scenario_name``,
+``scenario_config``, ``content_hash``, ``role_of(agent_id)``, ``obs_dim(agent_id)``,
+``decide(agent_id, obs)``, ``act(obs)``, ``reset_state()``, plus ``backend(role)`` ->
+"numpy" or "torch".
+
+Each role of a bundle written by this ristwin carries, next to ``<role>.pt``, its weights as
+``<role>.npz`` (np.savez; read with allow_pickle=False) and a declarative inference graph in
+the manifest (``roles.<role>.runtime``; format in ``agents.runtime.graph``), both covered by
+the content hash. Roles without one — bundles from before the runtime, or actors with no
+numpy description (``runtime.backend == "torch"`` with a ``reason``) — are served by the
+torch actor, imported on first need; ``allow_torch=False`` refuses them instead. Actions
+equal the torch actor's: exactly for discrete outputs (up to float ties, docs/MODELS.md),
+to float32 rounding for continuous ones.
+
+The package must not import torch at module level (tests check it in a subprocess);
+``agents.runtime.describe`` (export side) is the one module that does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from agents.runtime.graph import Program
+from agents.runtime.manifest import (
+    MANIFEST,
+    check_action,
+    check_file,
+    load_arrays,
+    obs_dim_of,
+    read_manifest,
+)
+from twin.errors import BundleError
+
+__all__ = ["RuntimeBundle", "load_runtime"]
+
+
+class _NumpyRole:
+    """One role's compiled graph and its per-episode state (batch-shaped, like the torch actor's)."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.state: dict[str, np.ndarray] = {}
+
+    def reset(self) -> None:
+        self.state = {}
+
+    def __call__(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        B = obs.shape[0]
+        if self.program.state_spec and (not self.state or next(iter(self.state.values())).shape[0] != B):
+            self.state = self.program.init_state(B)
+        return self.program.run(obs, self.state)
+
+
+class RuntimeBundle:
+    """A verified bundle served by numpy (torch only for roles that need it); see the module docstring."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], numpy_roles: dict[str, _NumpyRole],
+                 torch_bundle: Any = None) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._numpy = numpy_roles
+        self._torch = torch_bundle
+        self._role_of = {a: role for role, spec in manifest["roles"].items() for a in spec["agent_ids"]}
+        self._obs_dim = {a: obs_dim_of(manifest["roles"][r]["observation_spec"]) for a, r in self._role_of.items()}
+
+    roles = property(lambda self: tuple(self.manifest["roles"]))
+    agent_ids = property(lambda self: tuple(sorted(self._role_of)))
+    algorithm = property(lambda self: self.manifest["algorithm"])
+    scenario_name = property(lambda self: self.manifest["scenario"]["name"])
+    scenario_config = property(lambda self: self.manifest["scenario"]["config"])
+    content_hash = property(lambda self: self.manifest["content_hash"])
+
+    def role_of(self, agent_id: str) -> str:
+        try:
+            return self._role_of[agent_id]
+        except KeyError:
+            raise BundleError(f"agent_id: {agent_id!r} is not served by this bundle; it serves {list(self.agent_ids)}") from None
+
+    def obs_dim(self, agent_id: str) -> int:
+        self.role_of(agent_id)
+        return self._obs_dim[agent_id]
+
+    def backend(self, role: str) -> str:
+        if role not in self.manifest["roles"]:
+            raise BundleError(f"role: {role!r} is not in this bundle; roles are {list(self.roles)}")
+        return "numpy" if role in self._numpy else "torch"
+
+    def reset_state(self) -> None:
+        for r in self._numpy.values():
+            r.reset()
+        if self._torch is not None:
+            self._torch.reset_state()
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Batched actions (numpy) for every agent in ``obs`` (agent id -> (B, obs_dim))."""
+        out: dict[str, Any] = {}
+        for a, o in obs.items():
+            role = self.role_of(a)
+            x = np.ascontiguousarray(np.asarray(o, dtype=np.float32))
+            if role in self._numpy:
+                out[a] = self._numpy[role](x)
+            else:
+                import torch
+
+                with torch.inference_mode():
+                    res = self._torch.actor_for(a)(torch.from_numpy(x))
+                out[a] = {k: v.numpy() for k, v in res.items()} if isinstance(res, dict) else res.numpy()
+        return out
+
+    def decide(self, agent_id: str, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """One agent's action for one local observation (obs_dim,), as numpy arrays (B=1 squeezed)."""
+        role = self.role_of(agent_id)
+        if role not in self._numpy:
+            return self._torch.decide(agent_id, obs)
+        x = np.asarray(obs, dtype=np.float32)
+        d = self._obs_dim[agent_id]
+        if x.shape != (d,):
+            raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({d},)")
+        if not np.isfinite(x).all():
+            raise BundleError(f"decide({agent_id}): observation contains NaN or inf")
+        out = self._numpy[role](x.reshape(1, d))
+        return {k: v[0, ...] for k, v in out.items()}
+
+
+def _action_dict(out: dict[str, np.ndarray]) -> Any:
+    return out["action"] if set(out) == {"action"} else out
+
+
+def load_runtime(path: str | os.PathLike, allow_torch: bool = True) -> RuntimeBundle:
+    """Load and verify a bundle for numpy execution (see the module docstring)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    mpath = path / MANIFEST
+    numpy_roles: dict[str, _NumpyRole] = {}
+    torch_roles: list[str] = []
+    for role, spec in manifest["roles"].items():
+        where = f"{mpath}: roles.{role}"
+        check_file(path, spec["weights"], spec["sha256"], "weights")
+        rt = spec.get("runtime")
+        if rt is None or rt["backend"] != "numpy":
+            torch_roles.append(role)
+            continue
+        apath = check_file(path, rt["arrays"], rt["sha256"], "numpy weights")
+        arrays = load_arrays(apath)
+        try:
+            program = Program(rt["graph"], arrays)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"{where}.runtime.graph: {exc}") from None
+        obs_dim = obs_dim_of(spec["observation_spec"])
+        probe = _NumpyRole(program)
+        try:
+            with np.errstate(all="ignore"):
+                out = probe(np.zeros((1, obs_dim), dtype=np.float32))
+        except Exception as exc:
+            raise BundleError(f"{where}.runtime.graph: the graph rejects a ({obs_dim},) observation "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        check_action(_action_dict(out), spec["action_spec"], f"{where}.action_spec")
+        numpy_roles[role] = _NumpyRole(program)
+    torch_bundle = None
+    if torch_roles:
+        if not allow_torch:
+            reasons = {r: (manifest["roles"][r].get("runtime") or {}).get("reason", "bundle predates the numpy runtime")
+                       for r in torch_roles}
+            raise BundleError(f"{mpath}: roles {torch_roles} need torch ({reasons}); load with allow_torch=True "
+                              "or re-export the bundle with this ristwin")
+        from agents.bundle import load_bundle   # imports torch: only for roles that need it
+
+        torch_bundle = load_bundle(path)
+    return RuntimeBundle(path, manifest, numpy_roles, torch_bundle)

@@ -1,0 +1,204 @@
+"""MAQ-WP's execution step in numpy, tuned for one observation: the k nearest discrete IRS
+actions to a proto-action, ranked by the agent's Q_low network (P1 Alg. 2, lines 3-4).
+
+The search is the one of ``agents.knn`` (metric, exact pruning and top-k pairwise merging are
+documented there), re-written for B = 1 with everything that does not depend on the
+observation computed once and cached: option grids per resolution, index tables of every
+merge round, the Q network's input buffer. It performs the same float64 operations in the
+same order as ``agents.knn._k_nearest_np`` on a single row, so distances, candidate order
+and therefore the action chosen are bit-identical to the torch actor's (tested), including
+at exact distance ties (saturated proto-actions), where any other exact k-NN could return a
+different, equally near, k-th candidate.
+
+Batches (B > 1) run row by row: the same result as B single decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+F32 = np.float32
+TWO_PI = 2.0 * math.pi
+
+
+_HUGE = float(np.finfo(np.float64).max)
+
+
+class KNNSearch:
+    """k nearest discrete actions for one proto-action row (see the module docstring).
+
+    Two exact shortcuts over ``agents.knn`` that leave the result bit-identical:
+    - a tighter threshold T: the k-1 cheapest among single changes *and pairs of single
+      changes on two coordinates* are k-1 distinct actions within extra cost T, so nothing
+      costlier than T can enter the k best (agents.knn uses singles only, and T = inf when
+      there are fewer than k-1 of them, e.g. 1-bit phases);
+    - every merge keeps only entries <= T (the sorted lists are cut to the longest prefix
+      <= T over the groups): partial sums only grow, so a dropped entry is > T in every
+      combination it could form.
+    Entries <= T keep their values (additions of 0.0 are exact) and their relative order in
+    every stable sort (the pair tables are prefixes of agents.knn's), so the k best, their
+    order and their float64 distances are those of agents.knn at every tie.
+    """
+
+    def __init__(self, n: int, k: int, max_bits: int) -> None:
+        self.n, self.k, self.max_bits = int(n), int(k), int(max_bits)
+        self.R = max(1 << self.max_bits, 2)
+        N, R = self.n, self.R
+        self.grid = np.arange(R, dtype=np.float64)
+        self.costs = np.empty((1, 2 * N, R))
+        self.row_off = (np.arange(2 * N) * R)[:, None]                 # flat gather offsets
+        self.iu = np.triu_indices(2 * N, 1)                             # coordinate pairs
+        self._phase: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._rows: dict[int, np.ndarray] = {}
+        self._pads: dict[tuple[int, int], np.ndarray] = {}
+        self._choice0: dict[tuple[int, int], np.ndarray] = {}
+
+    def _phase_tables(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        t = self._phase.get(bits)
+        if t is None:
+            levels = np.power(2.0, np.float64(bits))
+            t = (self.grid / levels, self.grid >= levels)
+            self._phase[bits] = t
+        return t
+
+    def __call__(self, u: np.ndarray, w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """u, w: (N,) float64; bits: int -> acts (k, 2N) int64 option values (phase index,
+        then ON), squared distances (k,) ascending, valid (k,) (False: fewer than k actions)."""
+        N, R, k = self.n, self.R, self.k
+        grid_over_levels, invalid = self._phase_tables(int(bits))
+        costs = self.costs
+        diff = u[:, None] - grid_over_levels                                    # (N,R)
+        costs[0, :N] = np.where(invalid, np.inf, np.square(diff - np.round(diff)))
+        costs[0, N:] = np.square(w[:, None] - self.grid)
+        costs[0, N:, 2:] = np.inf
+        r = min(R, k)
+        c2 = costs[0]
+        order = np.argsort(c2, -1, kind="stable")[:, :r]                         # (2N, r)
+        sorted_cost = c2.reshape(-1)[order + self.row_off]                      # (2N, r)
+        base = sorted_cost[None, :, 0].sum(-1)                                   # (1,), as agents.knn sums
+        if k > 1:
+            delta = sorted_cost - sorted_cost[:, :1]
+            m1 = delta[:, 1]
+            cheap = np.concatenate([delta[:, 1:].reshape(-1), m1[self.iu[0]] + m1[self.iu[1]]])
+            cheap = cheap[np.isfinite(cheap)]
+            T = np.partition(cheap, k - 2)[k - 2] if cheap.size >= k - 1 else _HUGE
+            coords = np.argsort(m1, kind="stable")
+            kc = int(np.count_nonzero(m1 <= T))
+            coords = coords[:kc]
+            dsel = delta[coords]
+            r2 = int(np.count_nonzero(dsel <= T, axis=-1).max())
+            extra, choice = self._k_best(dsel[:, :r2], kc, r2, T)                # (S,), (S, kc)
+            S = extra.shape[0]
+            sums = base + extra
+            acts = np.repeat(order[None, :, 0], S, 0)                             # (S, 2N)
+            acts[:, coords] = order[coords[:, None], choice.T].T                  # chosen options
+        else:
+            sums, acts = base, order[None, :, 0]
+        S = sums.shape[0]
+        if S < k:
+            sums = np.concatenate([sums, np.full(k - S, np.inf)])
+            acts = np.concatenate([acts, np.repeat(acts[:1], k - S, 0)])
+        valid = np.isfinite(sums)
+        if not valid.all():
+            acts = np.where(valid[:, None], acts, acts[:1])
+        return acts, sums, valid
+
+    def _pair_table(self, wa: int, wb: int) -> tuple[np.ndarray, np.ndarray]:
+        t = self._pairs.get((wa, wb))
+        if t is None:
+            ia, ib = np.meshgrid(np.arange(wa), np.arange(wb), indexing="ij")
+            keep = (ia + 1) * (ib + 1) <= self.k
+            t = self._pairs[(wa, wb)] = (ia[keep], ib[keep])
+        return t
+
+    def _k_best(self, delta: np.ndarray, C: int, r2: int, T: float) -> tuple[np.ndarray, np.ndarray]:
+        """agents.knn._k_best_np for one row, lists cut to their entries <= T: the smallest
+        sums over C coordinates (each (r2,) ascending from 0), at most k of them, and the
+        option picked per coordinate (S, C)."""
+        width = 1 << max(0, (C - 1).bit_length())
+        if width > C:
+            pad = self._pads.get((width - C, r2))
+            if pad is None:
+                pad = np.full((width - C, r2), np.inf)
+                pad[:, 0] = 0.0
+                self._pads[(width - C, r2)] = pad
+            delta = np.concatenate([delta, pad], 0)
+        choice = self._choice0.get((width, r2))
+        if choice is None:
+            choice = self._choice0[(width, r2)] = np.broadcast_to(np.arange(r2).reshape(1, r2, 1), (width, r2, 1))
+        sums = delta                                                              # (G, W)
+        k, G = self.k, width
+        while G > 1:
+            W = sums.shape[1]
+            pa, pb = self._pair_table(W, W)
+            cand = sums[0::2][:, pa] + sums[1::2][:, pb]                          # (G/2, P)
+            flat = np.argsort(cand, -1, kind="stable")
+            G //= 2
+            rows = self._rows.get(G)
+            if rows is None:
+                rows = self._rows[G] = np.arange(G)[:, None]
+            keep = min(k, max(1, int(np.count_nonzero(cand <= T, axis=-1).max())))
+            flat = flat[:, :keep]
+            sums = cand[rows, flat]
+            choice = np.concatenate([choice[0::2][rows, pa[flat]], choice[1::2][rows, pb[flat]]], -1)
+        return sums[0], choice[0, :, :C]
+
+
+class KNNRanker:
+    """MAQ-WP's mapping at execution: proto-action e (B, 2N) in [0, 1] -> (phase_idx (B, N)
+    int64, on (B, N) bool): the k nearest actions at resolution ``bits`` (B,), the one with the
+    largest Q_low(ctx, encode(x)) (``q_net`` maps (B, k, ctx + 3N) -> (B, k, 1))."""
+
+    def __init__(self, n: int, k: int, max_bits: int, q_net: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.n, self.k, self.max_bits, self.q_net = int(n), int(k), int(max_bits), q_net
+        self.search = KNNSearch(n, k, max_bits)
+        self._buf: dict[int, np.ndarray] = {}
+
+    def __call__(self, e: np.ndarray, bits: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, k = self.n, self.k
+        B = e.shape[0]
+        if k == 1:   # agents.maq: the nearest action, no ranking
+            levels = np.power(2.0, bits.astype(np.float64))[:, None]
+            idx = np.remainder(np.round(e[:, :n].astype(np.float64) * levels), levels).astype(np.int64)
+            return idx, e[:, n:] > 0.5
+        idx_out = np.empty((B, n), dtype=np.int64)
+        on_out = np.empty((B, n), dtype=bool)
+        e64 = e.astype(np.float64)
+        cw = ctx.shape[1]
+        buf = self._buf.get(cw)
+        if buf is None:
+            buf = self._buf[cw] = np.empty((1, k, cw + 3 * n), dtype=F32)
+        for i in range(B):
+            b = int(bits[i])
+            acts, _, valid = self.search(e64[i, :n], e64[i, n:], b)
+            idx = acts[:, :n]
+            on = acts[:, n:]
+            # encode_discrete: (cos 2 pi u, sin 2 pi u, on) with u = idx / 2^b, in float32
+            u = idx.astype(F32) / np.power(F32(2.0), F32(b))
+            a = F32(TWO_PI) * u
+            buf[0, :, :cw] = ctx[i]
+            buf[0, :, cw:cw + n] = np.cos(a)
+            buf[0, :, cw + n:cw + 2 * n] = np.sin(a)
+            buf[0, :, cw + 2 * n:] = on
+            q = self.q_net(buf)[0, :, 0]
+            if not valid.all():
+                q = np.where(valid, q, -np.inf)
+            best = int(q.argmax())
+            idx_out[i] = idx[best]
+            on_out[i] = on[best] != 0
+        return idx_out, on_out
+
+
+def k_nearest(u: np.ndarray, w: np.ndarray, bits: np.ndarray, k: int, max_bits: int) -> Any:
+    """Batched form with agents.knn._k_nearest_np's outputs (phase_idx (B,k,N), on, dist2, valid),
+    row by row. Used by the tests."""
+    B, N = u.shape
+    s = KNNSearch(N, k, max_bits)
+    out = [s(np.asarray(u[i], np.float64), np.asarray(w[i], np.float64), int(bits[i])) for i in range(B)]
+    acts = np.stack([o[0] for o in out])
+    return (acts[..., :N].astype(np.int64), acts[..., N:].astype(bool), np.stack([o[1] for o in out]),
+            np.stack([o[2] for o in out]))
