@@ -7,11 +7,13 @@
    68 bytes, answered by `#OK\\n`; the 1024-element ASCII sizes are extrapolated).
 2. Round trip of a verified apply (`driver.apply`, the board's read-back CRC in the ACK)
    against the emulator in its own process (`ristwin board emulate`, wire time modelled
-   at 10 bits per byte, 100 us latch), at 115200 and 921600 baud, next to the wire time.
+   at 10 bits per byte, 64 us latch), at 115200 and 921600 baud, next to the wire time.
 3. Host-side processing per apply: "driver CPU" is the driver's own work (check, pack,
    chunk, frame, CRC, decode the ACK, verify, record) with the port stubbed; "thread CPU"
    is the calling thread's CPU time inside `apply` on the live pty link, which adds the
    kernel's pty/tty work for the write and the wake-up (waiting itself excluded).
+   "predicted ACKs" counts replies the driver matched byte for byte against the ACK it
+   predicted (protocol doc, section 10); the rest were decoded.
 "floor" is the same round trip with the emulator's wire model off (--no-wire): the cost of
 two processes, a pty and the scheduler on this machine, which adds to the wire time.
 Targets: p50 round trip <= 1.2x the wire time; host processing < 0.2 ms per apply.
@@ -90,12 +92,12 @@ def round_trips(n, bits, baud, count, rng, wire=True):
                 rtt.append(dt)
                 cpu.append(drv.last_apply.host_cpu_s)
                 wires.append(p.wire_seconds(ex.request_bytes + ex.response_bytes, baud))
-        retries = drv.stats["retries"]
+        retries, predicted = drv.stats["retries"], drv.stats["predicted"]
         drv.close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return np.array(rtt) * 1e3, np.array(cpu) * 1e3, float(np.median(wires)) * 1e3, retries
+    return np.array(rtt) * 1e3, np.array(cpu) * 1e3, float(np.median(wires)) * 1e3, retries, predicted
 
 
 def driver_cpu_ms(n, bits, rng, count=2000) -> float:
@@ -132,20 +134,20 @@ def main() -> None:
     print("\n".join(wire_table()))
     print()
     print(f"Verified apply round trip against the emulator ({args.count} applies each, random configs, 80 % ON)")
-    print("| board | baud | wire ms | wire+latch ms | p50 ms | p99 ms | p50 / wire | floor p50 ms | thread CPU p50 ms | driver CPU ms | retries |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| board | baud | wire ms | wire+latch ms | p50 ms | p99 ms | p50 / wire | floor p50 ms | thread CPU p50 ms | driver CPU ms | retries | predicted ACKs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst_ratio, worst_cpu = 0.0, 0.0
     for n, bits in BOARDS:
         codec = driver_cpu_ms(n, bits, rng)
         floor = np.percentile(round_trips(n, bits, 921600, args.count, rng, wire=False)[0], 50)
         for baud in BAUDS:
-            rtt, cpu, wire, retries = round_trips(n, bits, baud, args.count, rng)
+            rtt, cpu, wire, retries, predicted = round_trips(n, bits, baud, args.count, rng)
             p50, p99 = np.percentile(rtt, 50), np.percentile(rtt, 99)
             ratio = p50 / wire
             cpu50, cpu99 = np.percentile(cpu, 50), np.percentile(cpu, 99)
             worst_ratio, worst_cpu = max(worst_ratio, ratio), max(worst_cpu, codec)
             print(f"| {n}x{bits}-bit | {baud} | {wire:.3f} | {wire + LATCH_US / 1000:.3f} | {p50:.3f} | "
-                  f"{p99:.3f} | {ratio:.2f}x | {floor:.3f} | {cpu50:.3f} | {codec:.3f} | {retries} |")
+                  f"{p99:.3f} | {ratio:.2f}x | {floor:.3f} | {cpu50:.3f} | {codec:.3f} | {retries} | {predicted} |")
     ok = worst_ratio <= 1.2 and worst_cpu < 0.2
     print()
     print(f"serial_link: worst p50/wire {worst_ratio:.2f}x (target <= 1.2x), worst driver CPU "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -120,12 +121,16 @@ class DecoderStats:
 
 def encode_frame(frame: Frame) -> bytes:
     """Frame -> wire bytes, delimiters included."""
-    if len(frame.payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(frame.payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
-    body = HEADER.pack(frame.version, frame.type, frame.seq & 0xFFFF, frame.flags, len(frame.payload))
-    body += frame.payload
-    body += CRC.pack(binascii.crc32(body))
-    return DELIMITER + cobs.encode(body) + DELIMITER
+    return encode(frame.type, frame.seq, frame.payload, frame.flags, frame.version)
+
+
+def encode(mtype: int, seq: int, payload: bytes = b"", flags: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+    """The fields of a frame -> wire bytes, delimiters included (``encode_frame`` without
+    building a ``Frame`` first; the driver's per-apply path uses it)."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
+    body = HEADER.pack(version, mtype, seq & 0xFFFF, flags, len(payload)) + payload
+    return b"\x00" + cobs.encode(body + CRC.pack(binascii.crc32(body))) + b"\x00"
 
 
 def decode_body(encoded: bytes) -> Frame | DecodeError:
@@ -164,6 +169,10 @@ class StreamDecoder:
     def reset(self) -> None:
         self._buf.clear()
         self._overflowing = False
+
+    def idle(self) -> bool:
+        """True when no partial block is held (the next byte starts a fresh frame)."""
+        return not self._buf and not self._overflowing
 
     def feed(self, data: bytes) -> list[Frame | DecodeError]:
         out: list[Frame | DecodeError] = []
@@ -246,7 +255,16 @@ def unpack_phases(data: bytes, bits: int, n_elements: int) -> np.ndarray:
 
 
 def pack_mask(on: np.ndarray) -> bytes:
-    return np.packbits(np.asarray(on, dtype=np.uint8), bitorder="little").tobytes()
+    on = np.asarray(on)
+    if on.dtype != np.bool_ and on.dtype != np.uint8:
+        on = on.astype(np.uint8)
+    return np.packbits(on, bitorder="little").tobytes()  # nonzero packs as 1
+
+
+@functools.lru_cache(maxsize=64)
+def full_mask(n_elements: int) -> bytes:
+    """The packed ON mask with every element ON (pad bits zero)."""
+    return pack_mask(np.ones(n_elements, bool))
 
 
 def unpack_mask(data: bytes, n_elements: int) -> np.ndarray:
@@ -362,17 +380,18 @@ def chunk_image(
     Returns (payloads, flags). When every element is ON the mask is omitted (MASK_ALL_ON).
     ``image`` may pass ``pack_image(config)`` when the caller already has it.
     """
-    all_on = bool(config.on.all())
+    n, bits = config.n_elements, config.bits
     if image is None:
         image = pack_image(config)
-    data = image[: phase_bytes(config.n_elements, config.bits)] if all_on else image
-    if len(data) > MAX_IMAGE:
-        raise ValueError(f"image of {len(data)} bytes exceeds MAX_IMAGE={MAX_IMAGE}")
+    phases = phase_bytes(n, bits)
+    all_on = image[phases:] == full_mask(n)
+    data = image[:phases] if all_on else image
+    total = len(data)
+    if total > MAX_IMAGE:
+        raise ValueError(f"image of {total} bytes exceeds MAX_IMAGE={MAX_IMAGE}")
     room = min(max_payload, MAX_PAYLOAD) - ConfigChunk.HEADER_SIZE - len(prefix)
-    payloads = []
-    for off in range(0, max(len(data), 1), room):
-        chunk = ConfigChunk(config.bits, config.n_elements, txn & 0xFFFF, off, len(data), data[off : off + room])
-        payloads.append(prefix + chunk.pack())
+    head, txn = ConfigChunk._ST.pack, txn & 0xFFFF  # = ConfigChunk(...).pack(), without the object
+    payloads = [prefix + head(bits, n, txn, off, total) + data[off : off + room] for off in range(0, max(total, 1), room)]
     return payloads, (Flag.MASK_ALL_ON if all_on else Flag.NONE)
 
 

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import serial
 
 from drivers import protocol as p
@@ -36,6 +37,7 @@ from drivers.base import (
     BoardStatus,
     LinkError,
     NackError,
+    ReadbackMismatch,
     SurfaceDriver,
     check_config,
     finish_apply,
@@ -46,6 +48,9 @@ from drivers.base import (
 from twin.errors import ConfigError, DriverError
 from twin.surface_config import SurfaceConfig
 
+_NONE = np.zeros(0, np.int64)  # "no mismatched element", shared by every verified apply
+_NONE.flags.writeable = False
+_LATCH_ACK = p.LatchAck._ST
 _log = logging.getLogger("drivers.serial")  # DEBUG: every frame in hex, for bring-up of new firmware
 _KNOWN = {"baud", "timeout_ms", "retries", "reconnect_ms", "verify"}
 _T = p.MsgType
@@ -94,6 +99,7 @@ class SerialDriver(SurfaceDriver):
         self.verify = verify
         self.url = url or port_url
         self.connected = False
+        self.low_latency = False  # the port accepted ASYNC_LOW_LATENCY (see _open_port)
         self._lock = threading.RLock()
         self._port: serial.SerialBase | None = None
         self._fd: int | None = None
@@ -110,7 +116,7 @@ class SerialDriver(SurfaceDriver):
         self._last_apply = ApplyRecord()
         self.stats = dict(
             requests=0, retries=0, timeouts=0, rx_errors=0, nack_crc=0, stale=0,
-            reconnects=0, reboots=0, restarts=0,
+            reconnects=0, reboots=0, restarts=0, predicted=0,
         )
 
     @classmethod
@@ -149,6 +155,15 @@ class SerialDriver(SurfaceDriver):
             port.open()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"port: cannot open {self.port_url}: {exc}") from None
+        if isinstance(port, serial.Serial):
+            # USB-serial adapters hold received bytes up to their latency timer (16 ms on
+            # FTDI) before passing them on; ASYNC_LOW_LATENCY cuts that to ~1 ms. Best
+            # effort: a pty or an adapter without the flag simply keeps its setting.
+            try:
+                port.set_low_latency_mode(True)
+                self.low_latency = True
+            except (ValueError, NotImplementedError, OSError, AttributeError):
+                self.low_latency = False
         sock = getattr(port, "_socket", None)
         self._sock = sock if isinstance(sock, socket.socket) else None
         if self._sock is not None:  # TCP bridge: do not let Nagle hold small frames
@@ -192,12 +207,32 @@ class SerialDriver(SurfaceDriver):
         self._needs_handshake = True  # a replugged board may have rebooted or be another board
 
     def _send(self, wire: bytes) -> None:
-        try:
-            self._port.write(wire)
-        except serial.SerialTimeoutException:
-            raise  # handled as a timeout by the caller
-        except (serial.SerialException, OSError) as exc:
-            raise ConnectionError(str(exc)) from None
+        """Write a whole frame, normally in one syscall (pyserial's write adds a select and a
+        timer object to every call); partial writes wait for room up to ``write_timeout``."""
+        if self._fd is None and self._sock is None:
+            try:
+                self._port.write(wire)
+            except serial.SerialTimeoutException:
+                raise  # handled as a timeout by the caller
+            except (serial.SerialException, OSError) as exc:
+                raise ConnectionError(str(exc)) from None
+            return
+        view, deadline = memoryview(wire), None
+        while view:
+            try:
+                n = os.write(self._fd, view) if self._fd is not None else self._sock.send(view)
+            except BlockingIOError:
+                n = 0
+            except (OSError, ValueError) as exc:  # EIO after an unplug, a closed fd or socket
+                raise ConnectionError(str(exc) or type(exc).__name__) from None
+            view = view[n:]
+            if view:
+                if deadline is None:
+                    deadline = time.monotonic() + self._port.write_timeout
+                left = deadline - time.monotonic()
+                target = self._fd if self._fd is not None else self._sock
+                if left <= 0 or not select.select([], [target], [], left)[1]:
+                    raise serial.SerialTimeoutException("write timeout: the port accepts no more bytes")
 
     def _read_some(self, deadline: float) -> bytes:
         """Bytes that arrive before ``deadline`` (b"" on timeout). One select + one read per
@@ -225,9 +260,15 @@ class SerialDriver(SurfaceDriver):
 
     # ------------------------------------------------------------------ exchange
 
-    def _await(self, seq: int, deadline: float) -> tuple[str, p.Frame | None]:
-        """Wait for the reply to ``seq``: ('reply', frame) | ('boot', None) | ('corrupt' |
-        'nack_crc' | 'timeout', None). Items after the reply stay queued for the next call."""
+    def _await(self, seq: int, deadline: float, expect: bytes | None = None) -> tuple[str, p.Frame | None]:
+        """Wait for the reply to ``seq``: ('reply', frame) | ('expected', None) | ('boot', None)
+        | ('corrupt' | 'nack_crc' | 'timeout', None). Items after the reply stay queued.
+
+        ``expect``: the exact wire bytes of the reply the driver predicts (delimiters, CRC
+        and all). A read that returns exactly those bytes, with nothing queued or half
+        decoded before them, is that reply ('expected'): one comparison instead of a decode.
+        Anything else goes through the decoder as usual.
+        """
         problem = None
         while True:
             while self._backlog:
@@ -252,25 +293,35 @@ class SerialDriver(SurfaceDriver):
                 return problem, None
             data = self._read_some(deadline)
             if data:
+                if data == expect and self._decoder.idle():
+                    self._decoder.stats.frames += 1
+                    return "expected", None
                 self._backlog.extend(self._decoder.feed(data))
             if not self._backlog and time.monotonic() >= deadline:
                 return "timeout", None  # also ends a slow trickle of bytes that never forms a frame
 
-    def _request(self, mtype: int, payload: bytes = b"", flags: int = 0, reply_bytes: int = 32) -> bytes:
+    def _request(
+        self, mtype: int, payload: bytes = b"", flags: int = 0, reply_bytes: int = 32,
+        expect_body: bytes | None = None,
+    ) -> bytes:
         """Send one request until its reply arrives; return the ACK body.
 
         Retransmissions carry the same seq and bytes, so a board that already acted on the
-        request answers from its cache instead of acting twice.
+        request answers from its cache instead of acting twice. ``expect_body``: the ACK
+        body the driver predicts; its wire bytes are built while the request is on the
+        wire, and a reply equal to them byte for byte skips the decoder (any other reply,
+        e.g. a different read-back CRC, takes the normal path).
         """
         if self._port is None:
             self._reopen("port closed")
         self._seq = (self._seq + 1) & 0xFFFF
         seq = self._seq
-        wire = p.encode_frame(p.Frame(mtype, seq, payload, flags))
+        wire = p.encode(mtype, seq, payload, flags)
         wait = self.timeout_s + p.wire_seconds(len(wire) + reply_bytes, self.baud)
         trace = _log.isEnabledFor(logging.DEBUG)
         self.stats["requests"] += 1
         problem = "no reply"
+        expect = None
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -278,13 +329,21 @@ class SerialDriver(SurfaceDriver):
                 _log.debug("tx %s seq=%d attempt=%d %s", _T(mtype).name, seq, attempt, wire.hex(" "))
             try:
                 self._send(wire)
-                kind, frame = self._await(seq, time.monotonic() + wait)
+                deadline = time.monotonic() + wait
+                if expect_body is not None and expect is None:  # built while the bytes travel
+                    expect = p.encode(_T.ACK, seq, bytes((mtype,)) + expect_body)
+                kind, frame = self._await(seq, deadline, expect)
             except serial.SerialTimeoutException:
                 kind, frame = "timeout", None
             except ConnectionError as exc:
                 self._reopen(f"lost {self.port_url} ({exc})")
                 problem = "link lost and reopened"
                 continue
+            if kind == "expected":
+                self.stats["predicted"] += 1
+                if trace:
+                    _log.debug("rx expected seq=%d %s", seq, expect.hex(" "))
+                return expect_body
             if trace:
                 _log.debug("rx %s seq=%d %s", kind, seq, frame.payload.hex(" ") if frame is not None else "")
             if kind == "reply":
@@ -396,24 +455,36 @@ class SerialDriver(SurfaceDriver):
         t0, c0, r0 = time.perf_counter(), time.thread_time(), self.stats["retries"]
         info = self._ensure()
         check_config(config, info)
+        if on_mismatch not in ("raise", "return"):
+            raise ConfigError(f"on_mismatch: {on_mismatch!r} is not 'raise' or 'return'")
         image = p.pack_image(config)
         expected = binascii.crc32(image)
-        latch = self._transfer(_T.SET_CONFIG, config, b"", image)
+        latch = self._transfer(_T.SET_CONFIG, config, b"", image, expected)
         if not latch.latched:
             raise ApplyError("SET_CONFIG: board acknowledged the last chunk without latching", config, None)
         if self.verify == "crc" and latch.readback_crc == expected:
-            applied = config  # the board's read-back of its drivers hashes to our image
+            applied, mism = config, _NONE  # the board's read-back of its drivers hashes to our image
         else:
-            applied = self._readback_or_report(config)
-        applied, mism = finish_apply(config, applied, "return")
+            applied, mism = finish_apply(config, self._readback_or_report(config), "return")
         self._last_apply = ApplyRecord(
             mism.size == 0, mism, self.stats["retries"] - r0, time.perf_counter() - t0,
             time.thread_time() - c0,
         )
-        return finish_apply(config, applied, on_mismatch)[0]
+        if mism.size and on_mismatch == "raise":
+            raise ReadbackMismatch(config, applied, mism)
+        return applied
 
-    def _transfer(self, mtype: int, config: SurfaceConfig, prefix: bytes, image: bytes | None = None) -> p.LatchAck:
-        """Send a whole image (chunked, staged, latched on the last chunk) and return its ACK."""
+    def _transfer(
+        self, mtype: int, config: SurfaceConfig, prefix: bytes, image: bytes | None = None,
+        image_crc: int | None = None,
+    ) -> p.LatchAck:
+        """Send a whole image (chunked, staged, latched on the last chunk) and return its ACK.
+
+        With ``image_crc`` and a known latch counter, each chunk's ACK is predicted (protocol
+        §4: staged chunks answer ``latched=0, latch_id``; the last answers ``latched=1,
+        latch_id + 1`` and the read-back CRC) so the driver can match the reply bytes
+        directly; a reply that differs is decoded and judged as usual.
+        """
         info = self._info
         known = self._latch_id  # the board's latch counter before this transfer, if known
         for attempt in range(3):
@@ -423,9 +494,17 @@ class SerialDriver(SurfaceDriver):
             self._txn = (self._txn + 1) & 0xFFFF
             payloads, flags = p.chunk_image(config, self._txn, info.max_payload, prefix, image)
             i = 0
+            last = len(payloads) - 1
             try:
                 for i, payload in enumerate(payloads):
-                    body = self._request(mtype, payload, flags)
+                    lid = self._latch_id  # None after a reboot or reconnect: nothing to predict
+                    if image_crc is None or lid is None:
+                        expect = None
+                    elif i < last:
+                        expect = _LATCH_ACK.pack(0, lid, 0)
+                    else:
+                        expect = _LATCH_ACK.pack(1, (lid + 1) & 0xFFFFFFFF, image_crc)
+                    body = self._request(mtype, payload, flags, expect_body=expect)
                 ack = p.LatchAck.unpack(body)
                 if ack.latched and mtype == _T.SET_CONFIG:
                     self._latch_id = ack.latch_id

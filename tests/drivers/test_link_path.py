@@ -1,0 +1,142 @@
+"""The lean per-apply link path: predicted ACKs, one-syscall writes, and an emulator that
+never answers faster than its wire model allows."""
+
+import fcntl
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from drivers import protocol as p
+from drivers.base import ReadbackMismatch
+from drivers.emulator import BoardEmulator, Faults
+from drivers.serial_driver import SerialDriver
+from twin.surface_config import SurfaceConfig
+
+pytestmark = pytest.mark.timeout(40)
+
+
+def rand(rng, n, bits):
+    return SurfaceConfig(bits, rng.integers(0, 1 << bits, n), rng.random(n) < 0.7)
+
+
+def connect(emu, **kw):
+    kw.setdefault("timeout_s", 0.02)
+    drv = SerialDriver(emu.path, baud=emu.baud, **kw)
+    drv.connect()
+    return drv
+
+
+def test_steady_state_replies_are_predicted_and_surprises_are_decoded():
+    rng = np.random.default_rng(0)
+    with BoardEmulator(24, (1, 2), model_wire=False) as emu:
+        drv = connect(emu)
+        for _ in range(10):
+            config = rand(rng, 24, 2)
+            assert drv.apply(config) == config and emu.latched == config
+        # the first apply learns the latch counter; every later ACK matched its prediction
+        assert drv.stats["predicted"] == 9
+        # the board latches behind the driver's back (another host, a watchdog trip): the
+        # prediction (latch_id + 1) is wrong, the reply is decoded and still verified
+        with emu.lock:
+            emu.core._latch(SurfaceConfig.safe(24), time.monotonic(), free=True)
+        config = rand(rng, 24, 1)
+        assert drv.apply(config) == config and emu.latched == config
+        assert drv.stats["predicted"] == 9 and drv.last_apply.verified
+        config = rand(rng, 24, 1)
+        assert drv.apply(config) == config and drv.stats["predicted"] == 10
+        drv.close()
+
+
+def test_a_stuck_element_is_never_hidden_by_the_prediction():
+    rng = np.random.default_rng(1)
+    with BoardEmulator(16, (1,), model_wire=False, faults=Faults(stuck=(3,))) as emu:
+        drv = connect(emu)
+        config = SurfaceConfig(1, np.zeros(16, int), np.zeros(16, bool))  # element 3 cannot turn OFF
+        for _ in range(3):
+            with pytest.raises(ReadbackMismatch) as exc:
+                drv.apply(config)
+            assert exc.value.mismatched.tolist() == [3] and exc.value.applied == emu.latched
+        assert not drv.last_apply.verified and drv.last_apply.mismatched.tolist() == [3]
+        config = rand(rng, 16, 1)
+        config.on[3], config.phase_idx[3] = True, 0  # what the stuck element holds anyway
+        assert drv.apply(config) == config
+        drv.close()
+
+
+def test_multichunk_transfer_predicts_every_chunk():
+    rng = np.random.default_rng(2)
+    with BoardEmulator(2048, (8,), model_wire=False) as emu:
+        drv = connect(emu)
+        for _ in range(3):
+            config = rand(rng, 2048, 8)  # 2048 + 256 bytes: 3 chunks
+            assert drv.apply(config) == config
+        assert len(p.chunk_image(config, 0)[0]) == 3
+        assert drv.stats["predicted"] == 2 * 3  # the first transfer taught the latch counter
+        drv.close()
+
+
+def _slow_pipe():
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: a one-page pipe forces partial writes
+    return r, w
+
+
+class _Port:
+    write_timeout = 0.3
+
+
+def test_send_finishes_partial_writes_in_order():
+    r, w = _slow_pipe()
+    drv = SerialDriver("stub")
+    drv._fd, drv._port = w, _Port()
+    data = bytes(np.random.default_rng(3).integers(0, 256, 20000, dtype=np.uint8))
+    got = bytearray()
+
+    def drain():
+        while len(got) < len(data):
+            time.sleep(0.002)
+            got.extend(os.read(r, 3000))
+
+    t = threading.Thread(target=drain)
+    t.start()
+    drv._send(data)
+    t.join(5)
+    assert bytes(got) == data
+    os.close(r), os.close(w)
+
+
+def test_send_times_out_when_nothing_drains():
+    r, w = _slow_pipe()
+    drv = SerialDriver("stub")
+    drv._fd, drv._port = w, _Port()
+    t0 = time.monotonic()
+    with pytest.raises(serial.SerialTimeoutException):
+        drv._send(bytes(20000))
+    assert 0.25 < time.monotonic() - t0 < 2.0
+    os.close(r), os.close(w)
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_emulator_never_answers_faster_than_the_wire(tcp):
+    """Request + ACK bytes at 10 bits each, plus the latch, is a hard lower bound per apply."""
+    rng = np.random.default_rng(4)
+    baud, latch_us = 57600, 300.0
+    with BoardEmulator(64, (1, 3), baud=baud, latch_us=latch_us, tcp_port=0 if tcp else None) as emu:
+        if tcp:
+            drv = SerialDriver(f"socket://{emu.path}", baud=baud, timeout_s=0.05)
+            drv.connect()
+        else:
+            drv = connect(emu, timeout_s=0.05)
+        for _ in range(8):
+            config = rand(rng, 64, 3)
+            ex = p.set_exchange_bytes(config)
+            floor = p.wire_seconds(ex.request_bytes + ex.response_bytes, baud) + latch_us / 1e6
+            t0 = time.perf_counter()
+            assert drv.apply(config) == config
+            assert time.perf_counter() - t0 >= floor
+        drv.close()
