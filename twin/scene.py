@@ -133,24 +133,9 @@ def sample_p1(scn, num_envs: int, generator: torch.Generator, dtype: torch.dtype
                    H_BR_mean, h_RU_mean)
 
 
-def p1_normal_count(scene: P1Scene) -> int:
-    """How many real normals one Gauss-Markov slot of :func:`evolve_p1` draws (all three channels)."""
-    return 2 * (scene.H_BR_nlos.numel() + scene.h_RU_nlos.numel() + scene.h_BU_nlos.numel())
-
-
-def p1_draw_normals(scene: P1Scene, generator: torch.Generator) -> torch.Tensor:
-    """The slot's real standard normals, exactly the draw :func:`evolve_p1` makes itself."""
-    dt = torch.view_as_real(scene.H_BR_nlos).dtype
-    return torch.randn(p1_normal_count(scene), generator=generator, dtype=dt, device=scene.H_BR_nlos.device)
-
-
-def evolve_p1(scene: P1Scene, scn, generator: torch.Generator, normals: torch.Tensor | None = None) -> P1Scene:
+def evolve_p1(scene: P1Scene, scn, generator: torch.Generator) -> P1Scene:
     """One slot: positions (hence LoS and path loss) fixed within an episode, NLoS and
-    Rayleigh parts Gauss-Markov with rho = scn.fading_correlation (open in P1; see preset).
-
-    ``normals``: the slot's draw made beforehand with :func:`p1_draw_normals` on the same
-    generator (it is consumed in place); the result is then identical to drawing here. The P1
-    environment uses it to draw on a second thread while the slot's physics runs."""
+    Rayleigh parts Gauss-Markov with rho = scn.fading_correlation (open in P1; see preset)."""
     rho = scn.fading_correlation
     if scene.H_BR_mean is None or scene.h_RU_mean is None:  # a scene built by hand
         scene = dataclasses.replace(scene, **dict(zip(("H_BR_mean", "h_RU_mean"), _p1_means(
@@ -167,7 +152,7 @@ def evolve_p1(scene: P1Scene, scn, generator: torch.Generator, normals: torch.Te
     # of std 1/sqrt(2)); results agree with the unfused formula to float rounding.
     real = [torch.view_as_real(x) for x in olds]
     sizes = [r.numel() for r in real]
-    w = p1_draw_normals(scene, generator) if normals is None else normals
+    w = torch.randn(sum(sizes), generator=generator, dtype=real[0].dtype, device=real[0].device)
     w.mul_(math.sqrt((1.0 - rho * rho) / 2.0))
     nlos = [seg.view(r.shape).add_(r, alpha=rho) for seg, r in zip(w.split(sizes), real)]
     b = math.sqrt(1.0 / (scn.rician_factor + 1.0))

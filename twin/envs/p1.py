@@ -45,12 +45,13 @@ from twin.envs import validation as val
 from twin.errors import ActionError, ConfigError
 from twin.signal import effective_channel, rate_bps_hz, sinr, tx_power_w
 from twin.scenarios import get_scenario
-from twin.scene import P1Scene, evolve_p1, p1_draw_normals, p1_normal_count, sample_p1
+from twin.scene import P1Scene, evolve_p1, sample_p1
 from twin.surface_config import SurfaceConfig
 
 
-# One worker for the slot draws of every P1 environment (a job at a time; see P1Env.step).
-_DRAWS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ristwin-p1-draws")
+# One worker thread for the slot draws and channel evolution of every P1 environment (a job
+# at a time; see P1Env.step).
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ristwin-p1-evolve")
 
 
 class P1Env(BatchedEnv):
@@ -314,27 +315,31 @@ class P1Env(BatchedEnv):
             raise ConfigError("step: call reset() before the first step")
         c = self.cfg
         a = self.decode_actions(actions)
-        # The slot's random draws (arrivals, then the fading normals, in this order) do not
-        # depend on the physics; with two or more torch threads and a large draw they run on
-        # a second thread WHILE this slot's physics runs, and the step waits for both (same
-        # numbers from the same generator in the same order, so trajectories are identical).
-        # While the draw runs, the physics keeps to one intra-op thread (the other core draws).
-        pending = _DRAWS.submit(self._draw_slot) if self._draw_in_parallel() else None
-        threads = torch.get_num_threads()
+        # The slot's random draws and the channel evolution (arrivals, then the Gauss-Markov
+        # slot) do not depend on this slot's physics, and evolve_p1 leaves the current scene
+        # untouched. With two or more torch threads and a large batch they run on a second
+        # thread WHILE the physics runs, and the step waits for both: the same generator draws
+        # the same numbers in the same order, so trajectories are identical to the serial path.
+        # Both sides keep to one intra-op thread meanwhile (one core each).
+        parallel = self._evolve_in_parallel()
+        if parallel:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            pending = _WORKER.submit(self._draw_and_evolve)
         try:
-            if pending is not None:
-                torch.set_num_threads(1)
             out = self._physics(a)
         finally:
-            if pending is not None:
-                torch.set_num_threads(threads)
-            arrivals, normals = pending.result() if pending is not None else (None, None)
-        if pending is None:
-            arrivals, normals = self._draw_slot(fading=False)
+            if parallel:
+                try:
+                    arrivals, scene = pending.result()
+                finally:
+                    torch.set_num_threads(threads)
+        if not parallel:
+            arrivals = self._draw_arrivals()
         self.energy = energy.step_buffer(self.energy, out["consumed"], arrivals, c.energy_min_units, c.energy_max_units)  # eq. 9
         self.prev_rate = out["rate"]
         self.prev_power = out["tx_power_k"]
-        self._load_scene(evolve_p1(self.scene, c, self._gen, normals=normals))
+        self._load_scene(scene if parallel else evolve_p1(self.scene, c, self._gen))
         if c.rate_req_spread > 0.0:
             self.r_req = self._draw_rate_requirements()
         self.t += 1
@@ -359,18 +364,25 @@ class P1Env(BatchedEnv):
         return StepResult(obs, rewards, terminated, truncated, info)
 
     # A slot's fading draw is ~360k normals at B = 1024 (~1.3 ms on torch's serial CPU
-    # generator); below this many the hand-off to the draw thread costs more than it saves.
-    parallel_draw_min_normals = 65536
+    # generator) plus ~0.5 ms of channel updates; below this many normals the hand-off to the
+    # worker thread costs more than it saves (B = 1 for the controller stays serial).
+    parallel_min_normals = 65536
 
-    def _draw_in_parallel(self) -> bool:
+    def _evolve_in_parallel(self) -> bool:
+        s = self.scene
+        normals = 2 * (s.H_BR_nlos.numel() + s.h_RU_nlos.numel() + s.h_BU_nlos.numel())
         return (self.cfg.fading_correlation < 1.0 and torch.get_num_threads() >= 2
-                and p1_normal_count(self.scene) >= self.parallel_draw_min_normals)
+                and normals >= self.parallel_min_normals)
 
-    def _draw_slot(self, fading: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Poisson arrivals of the slot, then (``fading``) the Gauss-Markov normals, from ``self._gen``."""
+    def _draw_arrivals(self) -> torch.Tensor:
+        """Poisson arrivals a_l(t) of the slot, from ``self._gen``."""
         c = self.cfg
-        arrivals = energy.harvest(c.energy_arrival_mean_units, (self.num_envs, self.L), self._gen, self.rdtype, self.device)
-        return arrivals, (p1_draw_normals(self.scene, self._gen) if fading else None)
+        return energy.harvest(c.energy_arrival_mean_units, (self.num_envs, self.L), self._gen, self.rdtype, self.device)
+
+    def _draw_and_evolve(self) -> tuple[torch.Tensor, P1Scene]:
+        """Worker job of :meth:`step`: the arrivals, then the next slot's scene, in the serial order."""
+        torch.set_num_threads(1)  # this worker thread's own ops: one thread (the step restores the count)
+        return self._draw_arrivals(), evolve_p1(self.scene, self.cfg, self._gen)
 
     def _physics(self, a: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rates, powers and the eq. 19 reward for the current slot (no state change)."""
