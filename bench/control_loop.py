@@ -12,6 +12,14 @@ surface's driver apply time that slot (the serial exchange: wire time + board la
 how much the runtime adds on top of the serial link. "agents CPU" = the five daemons' thread
 CPU per slot (decode + decide + apply, summed), "server CPU" = the server's thread CPU per
 slot (encode, collect, validate, twin step): what the slot costs regardless of scheduling.
+"proc CPU" = every thread of the processes (from /proc/<pid>/task/*/schedstat) per slot:
+the daemons, the server (with the hub's forwarder and ZeroMQ I/O threads), and the others
+(broker, board emulators); this is what the 2 cores must fit.
+
+Transports: ``zmq`` (clients on loopback TCP; the server reaches its own hub in-process),
+``zmq-ipc`` (the same over unix sockets, ``ipc_dir``), ``mqtt``. ``--rejoin N`` then kills a
+surface daemon with -9 N times, restarts it cold (no warm spare) and times kill -> first slot
+it answers. ``--profile DIR`` writes cProfile stats of every process.
 
     /work/venv/bin/python bench/control_loop.py --slots 400
 """
@@ -53,6 +61,30 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU ns per thread name of a process (schedstat), e.g. the Python thread vs ZeroMQ's I/O thread."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            out[name] = out.get(name, 0) + int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """CPU time of every thread of a process (ns, from schedstat): includes ZeroMQ I/O threads,
+    the hub and the broker, which the per-message thread_time in the run log does not see."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
     import torch
 
@@ -69,8 +101,10 @@ def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
                          env.observation_spaces, env.action_spaces)
 
 
-def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path) -> dict:
+def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
+               profile: Path | None = None, show_threads: bool = False) -> dict:
     from controller.deploy import load_deployment
+    from controller.daemon import freeze_startup_objects
     from controller.runlog import read_runlog
     from controller.twin_server import TwinServer
 
@@ -80,11 +114,13 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
     lines = [
         "[deployment]", f'name = "bench"', f'bundle = "{bundle}"', "seed = 1", f"slots = {slots}",
         "deadline_ms = 500", "period_ms = 0", f'runlog = "{work}/{kind}-{driver}.jsonl"', "",
-        "[transport]", f'kind = "{kind}"',
+        "[transport]", f'kind = "{"mqtt" if kind == "mqtt" else "zmq"}"',
     ]
     try:
-        if kind == "zmq":
+        if kind.startswith("zmq"):
             lines += [f"pub_port = {free_port()}", f"sub_port = {free_port()}"]
+            if kind == "zmq-ipc":   # same-host clients over unix sockets instead of loopback TCP
+                lines += [f'ipc_dir = "{work}/ipc"']
         else:
             port = free_port()
             conf = work / "mosquitto.conf"
@@ -110,12 +146,39 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         toml = work / f"{kind}-{driver}.toml"
         toml.write_text("\n".join(lines) + "\n")
         dep = load_deployment(toml)
+        agent_procs = {}
         for a in agents:
-            procs.append(subprocess.Popen([sys.executable, "-m", "controller", "agent", str(toml), "--id", a],
-                                          stdout=log, stderr=subprocess.STDOUT))
-        server = TwinServer(dataclasses.replace(dep.server_config(), join_timeout_s=120))
+            prof = ["-m", "cProfile", "-o", str(profile / f"{kind}-{driver}-{a}.prof")] if profile else []
+            agent_procs[a] = subprocess.Popen([sys.executable, *prof, "-m", "controller", "agent", str(toml), "--id", a],
+                                              stdout=log, stderr=subprocess.STDOUT)
+        procs += agent_procs.values()
+        warm = min(20, slots // 10)
+        groups = {"agents": [p.pid for p in agent_procs.values()], "server": [os.getpid()],
+                  "others": [p.pid for p in procs if p not in agent_procs.values()]}
+        cpu: dict[str, list[int]] = {}
+        threads: dict[str, list[dict[str, int]]] = {}
+
+        class Server(TwinServer):
+            # Sample every process's CPU after the warm-up slots and after the last slot.
+            async def _run_slot(self, *args):
+                if self.slot in (warm, slots - 1):
+                    for g, pids in groups.items():
+                        cpu.setdefault(g, []).append(sum(proc_cpu_ns(p) for p in pids))
+                    for name, pid in [("server", os.getpid())] + [(a, p.pid) for a, p in agent_procs.items()]:
+                        threads.setdefault(name, []).append(thread_cpu_ns(pid))
+                return await super()._run_slot(*args)
+
+        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120))
+        freeze_startup_objects()   # as `ristwin twin-server` does
         t0 = time.perf_counter()
-        summary = asyncio.run(server.run())
+        if profile:
+            import cProfile
+
+            with cProfile.Profile() as pr:
+                summary = asyncio.run(server.run())
+            pr.dump_stats(profile / f"{kind}-{driver}-server.prof")
+        else:
+            summary = asyncio.run(server.run())
         wall = time.perf_counter() - t0
     finally:
         for p in reversed(procs):
@@ -127,6 +190,10 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
             except subprocess.TimeoutExpired:
                 p.kill()
         log.close()
+    if show_threads:
+        n = max(1, slots - 1 - warm)
+        for name, (a, b) in threads.items():
+            print(name, {k: round((b.get(k, 0) - a.get(k, 0)) / 1e6 / n, 3) for k in b}, file=sys.stderr)
     records = read_runlog(dep.runlog, "slot")[min(20, slots // 10):]   # drop the warm-up slots
     lat = np.array([r["latency_s"] for r in records if r["latency_s"] is not None]) * 1e3
     walls = np.diff([r["t"] for r in records])
@@ -145,17 +212,89 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         "missed": sum(len(r["missed"]) for r in records),
         "apply_p50": float(np.median(apply_ms)), "ratio_p50": float(np.median(ratio)) if driver == "emu" else None,
         "wall_s": wall,
+        # whole-process CPU per slot (all threads), over the measured slots
+        **{f"proc_{g}": (v[1] - v[0]) / 1e6 / max(1, slots - 1 - warm) if len(v) == 2 else float("nan")
+           for g, v in cpu.items()},
     }
+
+
+def measure_cold_rejoin(bundle: Path, n_irs: int, work: Path, repeats: int) -> list[float]:
+    """kill -9 of one surface daemon mid-run, restarted cold (no warm spare): seconds from the
+    kill to the first slot the new process answers. ZeroMQ, sim drivers, one slot every 20 ms."""
+    from controller.deploy import load_deployment
+    from controller.twin_server import TwinServer
+
+    agents = ["bs0"] + [f"irs{i}" for i in range(n_irs)]
+    lines = ["[deployment]", 'name = "rejoin"', f'bundle = "{bundle}"', "slots = 0", "deadline_ms = 500",
+             "period_ms = 20", f'runlog = "{work}/rejoin.jsonl"', "[transport]", 'kind = "zmq"',
+             f"pub_port = {free_port()}", f"sub_port = {free_port()}"]
+    for a in agents:
+        lines += ["[[agent]]", f'id = "{a}"'] + ([] if a == "bs0" else ['driver = "sim://?elements=10&bits=1,2,3"'])
+    toml = work / "rejoin.toml"
+    toml.write_text("\n".join(lines) + "\n")
+    dep = load_deployment(toml)
+    log = open(work / "rejoin.log", "wb")
+
+    def spawn(a: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "controller", "agent", str(toml), "--id", a],
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    procs = {a: spawn(a) for a in agents}
+    times: list[float] = []
+    victim = agents[-1]
+
+    async def run() -> None:
+        server = TwinServer(dataclasses.replace(dep.server_config(), join_timeout_s=120))
+        task = asyncio.ensure_future(server.run())
+        try:
+            for _ in range(repeats):
+                start = server.slot
+                while server.slot < start + 25:          # settle
+                    await asyncio.sleep(0.01)
+                procs[victim].kill()
+                killed_at, killed_slot = time.perf_counter(), server.slot
+                procs[victim].wait()
+                procs[victim] = spawn(victim)
+                while True:
+                    rec = getattr(server, "last_record", None)
+                    if rec is not None and rec["slot"] > killed_slot and rec["agents"][victim]["answered"]:
+                        times.append(time.perf_counter() - killed_at)
+                        break
+                    if task.done():
+                        return
+                    await asyncio.sleep(0.002)
+        finally:
+            server.stop()
+            await task
+
+    try:
+        asyncio.run(run())
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        log.close()
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slots", type=int, default=400)
-    ap.add_argument("--transports", default="zmq,mqtt")
+    ap.add_argument("--transports", default="zmq,zmq-ipc,mqtt",
+                    help="zmq (loopback TCP), zmq-ipc (unix sockets, ipc_dir), mqtt")
     ap.add_argument("--drivers", default="sim,emu")
     ap.add_argument("--surfaces", type=int, default=4)
     ap.add_argument("--baud", type=int, default=921600)
     ap.add_argument("--algo", default="maq-pg")
+    ap.add_argument("--rejoin", type=int, default=3,
+                    help="kill -9 / cold restart a surface daemon this many times and time its rejoin (0: skip)")
+    ap.add_argument("--threads", action="store_true", help="print each process's CPU per slot by thread (stderr)")
+    ap.add_argument("--profile", type=Path, default=None, help="write cProfile stats of every process into DIR")
     args = ap.parse_args()
 
     import torch
@@ -167,19 +306,29 @@ def main() -> None:
         rows = []
         for kind in args.transports.split(","):
             for drv in args.drivers.split(","):
-                rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work))
+                rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
+                                       args.threads))
+        rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
-          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s}")
+          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
+          f"{'proc CPU ms: agents/server/others':>33s}")
     for r in rows:
         ratio = f"{r['ratio_p50']:.2f}" if r["ratio_p50"] is not None else "-"
         print(f"{r['transport']:9s} {r['driver']:6s} {r['slots']:5d} {r['p50']:7.2f} {r['p99']:7.2f} "
               f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s} "
-              f"{r['agent_cpu']:13.2f} {r['server_cpu']:13.2f}")
+              f"{r['agent_cpu']:13.2f} {r['server_cpu']:13.2f} "
+              f"{r.get('proc_agents', float('nan')):>15.2f}/{r.get('proc_server', float('nan')):.2f}/"
+              f"{r.get('proc_others', float('nan')):.2f}")
+    if rejoin:
+        print(f"cold restart after kill -9 (no spare), kill -> first answered slot: "
+              f"{', '.join(f'{t:.2f}' for t in rejoin)} s (target < 2 s)")
     load = os.getloadavg()[0]
     worst = {k: max((r["p99"] for r in rows if r["transport"] == k and r["driver"] == "sim"), default=float("nan"))
-             for k in ("zmq", "mqtt")}
-    print(f"summary: 1 BS + {args.surfaces} surfaces, sim drivers p99 zmq {worst['zmq']:.2f} ms / mqtt "
-          f"{worst['mqtt']:.2f} ms (targets 2 / 5 ms), load average {load:.1f} on {os.cpu_count()} cores")
+             for k in ("zmq", "zmq-ipc", "mqtt")}
+    ratio = max((r["ratio_p50"] for r in rows if r["ratio_p50"] is not None), default=float("nan"))
+    print(f"summary: 1 BS + {args.surfaces} surfaces, sim drivers p99 zmq {worst['zmq']:.2f} ms (ipc "
+          f"{worst['zmq-ipc']:.2f}) / mqtt {worst['mqtt']:.2f} ms (targets 2 / 5 ms), emulated boards lat/apply "
+          f"{ratio:.2f} (target 1.2), load average {load:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

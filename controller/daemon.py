@@ -20,8 +20,10 @@ reconnects by itself, and a restarted daemon says hello again and rejoins at the
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
+import sys
 import time
 import uuid
 from collections import Counter
@@ -64,6 +66,27 @@ class DaemonConfig:
             raise ConfigError(f"on_sigterm: {self.on_sigterm!r} must be 'hold' or 'safe'")
 
 
+def load_agent_bundle(path: str) -> Any:
+    """The bundle a daemon decides with: the torch-free numpy runtime (``agents.runtime``), which
+    imports torch only for a role it cannot describe; the torch loader if the runtime is absent.
+    Without torch a (re)started daemon is up in well under a second instead of seconds."""
+    try:
+        from agents.runtime import load_runtime
+    except ImportError:
+        from agents.bundle import load_bundle
+
+        return load_bundle(path)
+    return load_runtime(path)
+
+
+def _limit_torch_threads() -> None:
+    """A small actor gains nothing from threads, they only add jitter; only if torch is in use."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")    # for a torch imported later (a torch-backed role)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def _peer_prefixes(scenario: str, agent: str) -> tuple[str, ...]:
     view = PEER_VIEW.get(scenario, {})
     for prefix, topics in view.items():
@@ -74,17 +97,17 @@ def _peer_prefixes(scenario: str, agent: str) -> tuple[str, ...]:
 
 class AgentDaemon:
     def __init__(self, cfg: DaemonConfig, bundle: Any = None) -> None:
-        from agents.bundle import load_bundle
-
         self.cfg = cfg
         self.agent = cfg.agent
-        self.bundle = bundle if bundle is not None else load_bundle(cfg.bundle)
+        self.bundle = bundle if bundle is not None else load_agent_bundle(cfg.bundle)
         self.bundle.role_of(cfg.agent)          # BundleError unless the bundle serves this agent
         self.incarnation = uuid.uuid4().hex[:12]
         self.counters: Counter[str] = Counter()
         self.status = "ok"
         self.last_slot = -1
         self.peers: dict[str, Any] = {}          # what this agent has seen of its allowed peers
+        self._peer_raw: list[tuple[str, bytes]] = []
+        self._own_act = f"act/{cfg.agent}"
         self.driver = None
         self.safe_config: SurfaceConfig | None = None
         self.energy_unit_j = float(self.bundle.scenario_config.get("energy_unit_j", 0.0) or 0.0)
@@ -167,20 +190,28 @@ class AgentDaemon:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         elif msg.command == "reload":
-            from agents.bundle import load_bundle
-
             try:
-                bundle = load_bundle(msg.arg or self.cfg.bundle)
+                bundle = load_agent_bundle(msg.arg or self.cfg.bundle)
                 bundle.role_of(self.agent)
                 self.bundle = bundle
             except BundleError:
                 self.counters["reload_failed"] += 1
 
     def _on_peer(self, topic: str, payload: bytes) -> None:
-        msg = m.decode_or_count(payload, self.counters)
-        if isinstance(msg, m.Action) and msg.agent != self.agent and topic == f"act/{msg.agent}":
-            self.peers[msg.agent] = msg.applied
-            self.counters["peer_msgs"] += 1
+        # Peers' reports arrive while every daemon is answering the same slot: park them and
+        # decode after this daemon's own answer is out (_absorb_peers), not on the critical path.
+        if topic != self._own_act:
+            self._peer_raw.append((topic, payload))
+
+    def _absorb_peers(self) -> None:
+        raw, self._peer_raw = self._peer_raw, []
+        for topic, payload in raw:
+            msg = m.decode_or_count(payload, self.counters)
+            if isinstance(msg, m.Action) and msg.agent != self.agent and topic == f"act/{msg.agent}":
+                self.peers[msg.agent] = msg.applied
+                self.counters["peer_msgs"] += 1
+            elif msg is not None:
+                self.counters["unexpected"] += 1
 
     async def _hello(self) -> None:
         role = self.bundle.role_of(self.agent)
@@ -195,6 +226,7 @@ class AgentDaemon:
     async def _heartbeats(self) -> None:
         seq = 0
         while not self._stop.is_set():
+            self._absorb_peers()   # also between runs, so parked reports never pile up
             await self._publish(f"hb/{self.agent}", m.Heartbeat(self.agent, seq, time.time(), self.status, self.last_slot))
             seq += 1
             try:
@@ -236,6 +268,7 @@ class AgentDaemon:
         await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
         self.last_slot = msg.slot
         self.counters["answered"] += 1
+        self._absorb_peers()
 
     async def _serve(self, sub) -> None:
         while not self._stop.is_set():
@@ -284,6 +317,7 @@ class AgentDaemon:
         finally:
             for t in tasks:
                 t.cancel()
+            self._absorb_peers()
             if self._signal is not None and self.cfg.on_sigterm == "safe":
                 self._safe()
             await self.transport.close()
@@ -313,10 +347,19 @@ class AgentDaemon:
 
 
 def run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
-    import torch
+    _limit_torch_threads()
+    daemon = AgentDaemon(cfg, bundle)
+    _limit_torch_threads()
+    freeze_startup_objects()
+    return asyncio.run(daemon.run())
 
-    torch.set_num_threads(1)  # a small actor gains nothing from threads; they only add jitter
-    return asyncio.run(AgentDaemon(cfg, bundle).run())
+
+def freeze_startup_objects() -> None:
+    """Move everything loaded so far (torch, the bundle, the env) out of the collector's view:
+    a full collection would otherwise walk it mid-run, a pause of milliseconds. Only for a
+    process entry point (a frozen object is never collected)."""
+    gc.collect()
+    gc.freeze()
 
 
 def standby(configs: dict[str, DaemonConfig], bundle_path: str, stdin=None) -> dict[str, Any]:
@@ -325,13 +368,10 @@ def standby(configs: dict[str, DaemonConfig], bundle_path: str, stdin=None) -> d
     by a process that skips the seconds of torch import and bundle loading."""
     import sys
 
-    import torch  # noqa: F401 - the point is to pay for the imports before they are needed
-
-    import drivers.serial_driver  # noqa: F401
+    import drivers.serial_driver  # noqa: F401 - the point is to pay for the imports before they are needed
     import drivers.sim_driver  # noqa: F401
-    from agents.bundle import load_bundle
 
-    bundle = load_bundle(bundle_path)
+    bundle = load_agent_bundle(bundle_path)   # imports torch too if a role needs it
     line = (stdin or sys.stdin).readline().strip()
     if not line:
         return {"agent": None, "standby": "released"}

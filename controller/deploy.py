@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from controller.twin_server import ServerConfig
 
 _PATH_FIELDS = ("curve_server_public", "curve_server_secret", "curve_client_secret", "curve_allowed_dir",
-                "password_file", "tls_ca")
+                "password_file", "tls_ca", "ipc_dir")
 _EMULATE_KEYS = {"elements", "bits", "baud", "no_wire", "latch_us", "drop", "corrupt", "stuck", "slow_ms",
                  "reboot_every", "watchdog_ms", "energy", "seed"}
 
@@ -72,6 +72,10 @@ class AgentSpec:
     watchdog_ms: float = 0.0
     delay_ms: float = 0.0                 # fault injection (tests, benches)
     curve_client_secret: str = ""         # per-agent key pair (overrides the transport's)
+    curve_public_key: str = ""            # hub side: this agent's public key; binds the id to the key
+    username: str = ""                    # MQTT: this agent's own user (overrides the transport's) ...
+    password_file: str = ""               # ... and its owner-only password file; with broker = true the
+                                          # started broker gets an ACL limiting the user to this agent's topics
     on_sigterm: str = ""                  # per-agent override of deployment.on_sigterm
 
 
@@ -104,7 +108,8 @@ class Deployment:
 
         return ServerConfig(bus=self.bus, agents=tuple(a.id for a in self.agents), runlog=self.runlog,
                             bundle=self.bundle, scenario_overrides=dict(self.twin_overrides), seed=self.seed,
-                            slots=self.slots, deadline_s=self.deadline_s, period_s=self.period_s)
+                            slots=self.slots, deadline_s=self.deadline_s, period_s=self.period_s,
+                            agent_keys={a.id: a.curve_public_key for a in self.agents if a.curve_public_key})
 
     def daemon_config(self, agent_id: str) -> "DaemonConfig":
         from controller.daemon import DaemonConfig
@@ -113,6 +118,10 @@ class Deployment:
         bus = self.bus
         if spec.curve_client_secret:
             bus = dataclasses.replace(bus, curve_client_secret=spec.curve_client_secret)
+        if spec.username:
+            bus = dataclasses.replace(bus, username=spec.username, password_file=spec.password_file)
+        if bus.ipc_dir and spec.host != self.twin_host and not (is_loopback(spec.host) and is_loopback(self.twin_host)):
+            bus = dataclasses.replace(bus, ipc_dir="")   # unix sockets only reach the hub's own host
         return DaemonConfig(bus=bus, agent=spec.id, bundle=self.bundle, driver_url=spec.driver,
                             on_sigterm=spec.on_sigterm or self.on_sigterm, heartbeat_s=self.heartbeat_s,
                             watchdog_s=spec.watchdog_ms / 1000.0, delay_s=spec.delay_ms / 1000.0)
@@ -178,7 +187,9 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
         if emulate and not re.fullmatch(r"socket://(127\.0\.0\.1|localhost):\d+(\?.*)?", str(a.get("driver", ""))):
             raise ConfigError(f"agent[{i}].driver: an emulated board is reached at socket://127.0.0.1:PORT")
         spec = AgentSpec(**{**a, "emulate": emulate,
-                            "curve_client_secret": _resolve(base, a.get("curve_client_secret", ""))})
+                            "curve_client_secret": _resolve(base, a.get("curve_client_secret", "")),
+                            "curve_public_key": _resolve(base, a.get("curve_public_key", "")),
+                            "password_file": _resolve(base, a.get("password_file", ""))})
         agents.append(spec)
     ids = [a.id for a in agents]
     if len(set(ids)) != len(ids):
@@ -199,7 +210,20 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
         raise ConfigError(f"deployment.{bad}: must be {'positive' if bad == 'heartbeat_ms' else '>= 0'}")
     if d.on_sigterm not in ("hold", "safe"):
         raise ConfigError(f"deployment.on_sigterm: {d.on_sigterm!r} must be 'hold' or 'safe'")
+    bound = [a.id for a in d.agents if a.curve_public_key]
+    if bound and len(bound) != len(d.agents):
+        raise ConfigError(f"agent: curve_public_key binds {bound} to their keys but not "
+                          f"{[a.id for a in d.agents if not a.curve_public_key]}; bind every agent or none "
+                          f"(an unbound agent could not publish its answers)")
+    if bound and (d.bus.kind != "zmq" or not d.bus.curve_server_secret):
+        raise ConfigError("agent.curve_public_key: binding agent ids to keys needs kind = \"zmq\" with "
+                          "transport.curve_server_secret (keys from `ristwin keys`)")
     for a in d.agents:
+        if a.username and (d.bus.kind != "mqtt" or not a.password_file):
+            raise ConfigError(f"agent {a.id}: username needs kind = \"mqtt\" and the agent's password_file")
+        if a.username and not d.bus.username:
+            raise ConfigError(f"agent {a.id}: a per-agent username needs transport.username (and password_file) "
+                              f"for the twin server too")
         if a.on_sigterm not in ("", "hold", "safe"):
             raise ConfigError(f"agent {a.id}: on_sigterm {a.on_sigterm!r} must be 'hold' or 'safe'")
     return d
@@ -267,12 +291,75 @@ def process_plan(dep: Deployment, broker_conf: str = "") -> list[tuple[str, list
     return plan
 
 
-def broker_config_text(dep: Deployment) -> str:
+def broker_config_text(dep: Deployment, workdir: str | os.PathLike | None = None) -> str:
+    """mosquitto.conf for a broker the deployment starts. With transport.username, ``workdir``
+    receives the broker's password file (hashed by mosquitto_passwd) and its ACL."""
     lines = [f"listener {dep.bus.mqtt_port} {dep.bus.host}", "set_tcp_nodelay true", "persistence false"]
     lines.append("allow_anonymous true" if not dep.bus.username else "allow_anonymous false")
+    if dep.bus.username and workdir is not None:
+        passwd, acl = write_broker_auth(dep, workdir)
+        lines += [f"password_file {passwd}", f"acl_file {acl}"]
     if os.geteuid() == 0:
         lines.append("user root")
     return "\n".join(lines) + "\n"
+
+
+def broker_acl_text(dep: Deployment) -> str:
+    """Mosquitto ACL: the twin server's user may use the whole deployment; an agent with its own
+    username may publish only under its own id and read only what its paper lets it see."""
+    from controller.daemon import _peer_prefixes
+
+    root = f"ristwin/{dep.name}/"
+    lines = ["# written by ristwin deploy", f"user {dep.bus.username}", f"topic readwrite {root}#"]
+    scenario = _bundle_scenario(dep.bundle)
+    for a in dep.agents:
+        if not a.username or a.username == dep.bus.username:
+            continue
+        lines += ["", f"user {a.username}"]
+        lines += [f"topic write {root}{family}/{a.id}" for family in ("act", "share", "hb", "hello")]
+        lines += [f"topic read {root}{family}/{a.id}/#" for family in ("obs", "welcome")]
+        lines.append(f"topic read {root}ctl/#")
+        lines += [f"topic read {root}{prefix.rstrip('/')}/#" for prefix in _peer_prefixes(scenario, a.id)]
+    lines += ["", f"pattern readwrite {root}live/%c"]   # each client's own liveness (last will)
+    return "\n".join(lines) + "\n"
+
+
+def _bundle_scenario(bundle: str) -> str:
+    import json
+
+    try:
+        return str(json.loads((Path(bundle) / "manifest.json").read_text())["scenario"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""   # unknown: no peer topics granted
+
+
+def write_broker_auth(dep: Deployment, workdir: str | os.PathLike) -> tuple[Path, Path]:
+    """The broker's password file (from the users' owner-only password files, hashed in place by
+    ``mosquitto_passwd -U``: no password on a command line) and ACL file, both mode 600."""
+    from controller.security import read_secret_file
+
+    users = {dep.bus.username: dep.bus.password_file}
+    users.update({a.username: a.password_file for a in dep.agents if a.username})
+    entries = []
+    for user, pw_file in users.items():
+        if not pw_file:
+            raise ConfigError(f"user {user}: needs a password_file for the broker")
+        password = read_secret_file(pw_file, f"password_file of {user}").strip()
+        if ":" in user or "\n" in password:
+            raise ConfigError(f"user {user}: usernames cannot contain ':' and passwords are one line")
+        entries.append(f"{user}:{password}")
+    work = Path(workdir)
+    passwd, acl = work / "mosquitto.passwd", work / "mosquitto.acl"
+    for path, text in ((passwd, "\n".join(entries) + "\n"), (acl, broker_acl_text(dep))):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    try:
+        subprocess.run([tool, "-U", str(passwd)], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError(f"transport.username: cannot hash the broker's password file with {tool} ({exc})") from None
+    return passwd, acl
 
 
 def write_systemd_units(dep: Deployment, out_dir: str | os.PathLike) -> list[Path]:
@@ -409,7 +496,8 @@ class Supervisor:
 
     def start(self) -> None:
         broker_conf = self.logdir / "mosquitto.conf"
-        broker_conf.write_text(broker_config_text(self.dep))
+        if self.dep.bus.kind == "mqtt" and self.dep.broker:
+            broker_conf.write_text(broker_config_text(self.dep, self.logdir))
         if os.path.exists(self.dep.runlog):
             os.replace(self.dep.runlog, self.dep.runlog + ".prev")
         for name, argv in process_plan(self.dep, str(broker_conf)):

@@ -53,6 +53,7 @@ class ServerConfig:
     host_hub: bool = True                 # ZeroMQ: this process hosts the hub
     join_timeout_s: float = 60.0
     stop_agents: bool = False             # send ctl stop to every agent at the end
+    agent_keys: dict[str, str] = field(default_factory=dict)   # ZeroMQ hub: agent id -> its CURVE public key file
 
 
 def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
@@ -97,10 +98,10 @@ def _batched_action(agent: str, action: dict[str, np.ndarray], space: Any) -> An
     if isinstance(space, gym.spaces.Dict):
         if set(action) != set(space.spaces):
             raise ActionError(f"{agent}: action keys {sorted(action)} != {sorted(space.spaces)}")
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).unsqueeze(0) for k, v in action.items()}
+        return {k: torch.from_numpy(np.array(v, order="C")).unsqueeze(0) for k, v in action.items()}
     if set(action) != {"action"}:
         raise ActionError(f"{agent}: expected one 'action' array, got keys {sorted(action)}")
-    return torch.from_numpy(np.ascontiguousarray(action["action"])).unsqueeze(0)
+    return torch.from_numpy(np.array(action["action"], order="C")).unsqueeze(0)
 
 
 def _neutral_action(space: Any) -> Any:
@@ -145,6 +146,11 @@ class TwinServer:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.hub = None
+        self._agent_set = frozenset(cfg.agents)
+        self._open_slot = -1                       # the slot whose answers are being collected
+        self._got: dict[str, m.Action] = {}
+        self._all_in_at: float | None = None
+        self._all_in: asyncio.Future | None = None
 
     # ---- bus callbacks --------------------------------------------------------------------
 
@@ -199,49 +205,52 @@ class TwinServer:
             return self.env.irs_action_from_configs([msg.applied])   # hardware in the loop
         return _batched_action(msg.agent, msg.action, self.env.action_spaces[msg.agent])
 
-    async def _collect(self, sub, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
-        pending = set(self.cfg.agents)
-        got: dict[str, m.Action] = {}
-        all_in_at = None
-        while pending:
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                break
-            try:
-                topic, payload = await sub.get(remaining)
-            except asyncio.TimeoutError:
-                break
-            msg = m.decode_or_count(payload, self.counters)
-            if msg is None:
-                continue
-            if not isinstance(msg, m.Action) or msg.agent not in self.cfg.agents:
-                self.counters["unexpected"] += 1
-                continue
-            if topic != f"act/{msg.agent}":
-                self.counters["spoofed"] += 1
-                continue
-            if msg.slot != slot:
-                self.late[msg.agent] += 1
-                continue
-            if msg.agent in got:
-                self.counters["duplicate"] += 1
-                continue
-            got[msg.agent] = msg
-            pending.discard(msg.agent)
-            if not pending:
-                all_in_at = time.time()
-        return got, all_in_at
+    def _on_action(self, topic: str, payload: bytes) -> None:
+        """Every ``act/`` message, validated as it arrives (no task wakeup per answer); the
+        moment the last expected answer of the open slot arrives is the slot's latency."""
+        msg = m.decode_or_count(payload, self.counters)
+        if msg is None:
+            return
+        if not isinstance(msg, m.Action) or msg.agent not in self._agent_set:
+            self.counters["unexpected"] += 1
+            return
+        if topic != f"act/{msg.agent}":
+            self.counters["spoofed"] += 1
+            return
+        if msg.slot != self._open_slot:
+            self.late[msg.agent] += 1
+            return
+        if msg.agent in self._got:
+            self.counters["duplicate"] += 1
+            return
+        self._got[msg.agent] = msg
+        if len(self._got) == len(self._agent_set):
+            self._all_in_at = time.time()
+            if self._all_in is not None and not self._all_in.done():
+                self._all_in.set_result(None)
 
-    async def _run_slot(self, act_sub, obs: dict[str, torch.Tensor], log: RunLog) -> dict[str, torch.Tensor]:
+    async def _collect(self, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
+        """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline."""
+        if self._all_in_at is None:
+            try:
+                await asyncio.wait_for(self._all_in, max(0.0, deadline - time.time()))
+            except asyncio.TimeoutError:
+                pass
+        self._open_slot = -1
+        return self._got, self._all_in_at
+
+    async def _run_slot(self, obs: dict[str, torch.Tensor], log: RunLog) -> dict[str, torch.Tensor]:
         slot = self.slot
         t0 = time.time()
         cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
         bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
+        self._open_slot, self._got, self._all_in_at = slot, {}, None
+        self._all_in = asyncio.get_running_loop().create_future()
         # Encode first, then hand every observation to the transport at once: agents start together
         # (MQTT confirms each publish on a later loop turn; awaiting them one by one staggers the agents).
         await asyncio.gather(*(self._publish(topic, body) for topic, body in bodies))
-        got, all_in_at = await self._collect(act_sub, slot, deadline)
+        got, all_in_at = await self._collect(slot, deadline)
 
         # Each answer as the env's action (hardware in the loop: the applied config for a surface).
         proposed: dict[str, Any] = {}
@@ -320,14 +329,18 @@ class TwinServer:
         if cfg.bus.kind == "zmq" and cfg.host_hub:
             from controller.transports.zmq_bus import ZmqHub
 
-            self.hub = ZmqHub(cfg.bus).start()
+            self.hub = ZmqHub(cfg.bus, agent_keys=cfg.agent_keys).start()
         try:
             bus = cfg.bus
             if bus.kind == "zmq" and bus.curve_server_secret:
                 # On the hub host the server authenticates with the hub's own key pair.
                 bus = dataclasses.replace(bus, curve_client_secret=bus.curve_server_secret)
-            self.transport = await connect(bus, "twin")
-            act_sub = await self.transport.subscribe("act/")
+            if self.hub is not None:
+                self.transport = self.hub.local_transport("twin")   # in-process: no TCP hop to the hub
+                await self.transport.start()
+            else:
+                self.transport = await connect(bus, "twin")
+            await self.transport.subscribe("act/", callback=self._on_action)
             await self.transport.subscribe("hello/", callback=self._on_hello)
             await self.transport.subscribe("hb/", callback=self._on_heartbeat)
             await self._wait_for_agents()
@@ -338,7 +351,7 @@ class TwinServer:
                             "agents": list(cfg.agents), "deadline_s": cfg.deadline_s, "pid": os.getpid()})
                 next_start = time.monotonic()
                 while not self._stop.is_set() and (cfg.slots == 0 or self.slot < cfg.slots):
-                    obs = await self._run_slot(act_sub, obs, log)
+                    obs = await self._run_slot(obs, log)
                     if cfg.period_s > 0:
                         next_start += cfg.period_s
                         await asyncio.sleep(max(0.0, next_start - time.monotonic()))
@@ -373,12 +386,18 @@ class TwinServer:
     def stop(self) -> None:
         self._stop.set()
 
+    def _dropped(self) -> dict[str, int]:
+        dropped = dict(self.counters)
+        if self.hub is not None and self.hub.impostors:   # publishes under another agent's id
+            dropped["impostor"] = sum(self.hub.impostors.values())
+        return dropped
+
     def summary(self) -> dict[str, Any]:
         t = self.transport.stats.as_dict() if self.transport else {}
         return {
             "slots": self.slot,
             "missed": dict(self.missed), "late": dict(self.late), "invalid": dict(self.invalid),
-            "rejoins": dict(self.rejoins), "dropped": dict(self.counters),
+            "rejoins": dict(self.rejoins), "dropped": self._dropped(),
             "latency_p50_ms": 1e3 * percentile(self.latencies, 50),
             "latency_p99_ms": 1e3 * percentile(self.latencies, 99),
             "full_slots": len(self.latencies),
@@ -394,7 +413,10 @@ def serve(cfg: ServerConfig) -> dict[str, Any]:
     torch.set_num_threads(1)  # B = 1 physics: threads only add jitter on a shared machine
 
     async def main() -> dict[str, Any]:
+        from controller.daemon import freeze_startup_objects
+
         server = TwinServer(cfg)
+        freeze_startup_objects()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)

@@ -181,6 +181,9 @@ class BusConfig:
     curve_server_secret: str = ""         # hub only: its key-pair file (owner-only)
     curve_client_secret: str = ""         # clients: own key-pair file (owner-only)
     curve_allowed_dir: str = ""           # hub only: directory of accepted client *.key files
+    # Same-host deployments: the hub also binds unix sockets in this directory and clients that
+    # set it connect there instead of loopback TCP (less kernel work per message). Empty = TCP only.
+    ipc_dir: str = ""
     # MQTT broker
     mqtt_port: int = 1883
     username: str = ""

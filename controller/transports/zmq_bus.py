@@ -11,6 +11,13 @@ socket travel in order. That closes the slow-joiner window before the first slot
 
 CURVE: with keys configured, both hub sockets are CURVE servers and a ZAP handler accepts
 only the client public keys found in ``curve_allowed_dir``; refused handshakes are counted.
+
+Identity binding (``agent_keys``: agent id -> its public key file, from the deployment): ZAP
+gives each connection a User-Id (the agent id its key is bound to, ``@hub`` for the hub's
+own key, ``@client`` for other allowed keys), and the forwarder becomes a Python loop that
+checks every publish against it (:func:`may_publish`): ``act/irs1`` is accepted only from
+irs1's key, ``obs/`` and ``welcome/`` only from the twin server. Anything else is dropped and
+counted per sender in ``ZmqHub.impostors``; the run goes on.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import itertools
 import os
 import threading
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Mapping
 
 import zmq
-import zmq.asyncio
+import zmq.utils.z85 as z85
 
 from twin.errors import TransportError
 
@@ -33,6 +42,25 @@ from controller.transports import BusConfig, BusUnreachable, Transport, validate
 
 PROBE = "_probe"
 HUB_MAX_FRAME = 4 * MAX_MESSAGE_BYTES   # hub hard limit; clients drop anything over MAX_MESSAGE_BYTES
+
+
+HUB_USER = "@hub"         # User-Id of the hub's own key (the twin server)
+CLIENT_USER = "@client"   # User-Id of an allowed key bound to no agent (an operator's tools)
+# Topic families an agent publishes under its own id (``<family>/<agent>``): only that agent may.
+AGENT_FAMILIES = frozenset({b"act", b"share", b"hb", b"hello"})
+SERVER_FAMILIES = frozenset({b"obs", b"welcome"})   # only the twin server speaks for the twin
+
+
+def may_publish(user: str, topic: bytes) -> bool:
+    """The identity rule of a hub that binds agent ids to keys."""
+    family, _, rest = topic.partition(b"/")
+    if family == PROBE.encode():
+        return True                           # a client's own round trip (see ZmqTransport._probe)
+    if family in AGENT_FAMILIES:
+        return rest.split(b"/", 1)[0] == user.encode()
+    if family in SERVER_FAMILIES:
+        return user == HUB_USER
+    return user in (HUB_USER, CLIENT_USER)    # ctl/ and anything else: the server or an operator
 
 
 class _KeyRing:
@@ -54,9 +82,15 @@ class _KeyRing:
 class ZmqHub:
     """The forwarder. ``start()`` binds (port 0 = pick a free one, see ``pub_port`` / ``sub_port``)."""
 
-    def __init__(self, cfg: BusConfig) -> None:
+    def __init__(self, cfg: BusConfig, agent_keys: Mapping[str, str] | None = None) -> None:
         check_bus_security(cfg, hub=True)
         self.cfg = cfg
+        # agent id -> file with that agent's CURVE public key: binds the id to the key (see IdentityRule)
+        self.agent_keys = dict(agent_keys or {})
+        if self.agent_keys and not cfg.curve_server_secret:
+            raise TransportError("agent.curve_public_key: binding agent ids to keys needs CURVE; set "
+                                 "transport.curve_server_secret (keys from `ristwin keys`)")
+        self.impostors: Counter[str] = Counter()   # dropped publishes, by the sender's User-Id
         self.ctx = zmq.Context()
         self.pub_port = cfg.pub_port
         self.sub_port = cfg.sub_port
@@ -66,6 +100,8 @@ class ZmqHub:
         self._threads: list[threading.Thread] = []
         self._ctl_name = f"inproc://hub-ctl-{uuid.uuid4().hex}"
         self._stop_monitor = threading.Event()
+        tag = uuid.uuid4().hex
+        self.inproc = (f"inproc://hub-pub-{tag}", f"inproc://hub-sub-{tag}")
 
     @property
     def auth_denied(self) -> int:
@@ -88,8 +124,18 @@ class ZmqHub:
             if cfg.curve_allowed_dir:
                 for f in sorted(Path(cfg.curve_allowed_dir).expanduser().glob("*.key")):
                     allowed.add(load_curve_public(f, f"transport.curve_allowed_dir/{f.name}"))
+            user_of: dict[bytes, str] = {public: HUB_USER}
+            for agent, f in self.agent_keys.items():
+                key = load_curve_public(f, f"agent {agent}: curve_public_key")
+                if key in user_of:
+                    raise TransportError(f"agent {agent}: curve_public_key {f} is already bound to "
+                                         f"{user_of[key]!r}; every agent needs its own key pair")
+                user_of[key] = agent
+                allowed.add(key)
             self._keyring = _KeyRing(allowed)
             self._auth = ThreadAuthenticator(self.ctx)
+            # ZAP tells libzmq a User-Id per connection; every message it receives carries it.
+            self._auth.curve_user_id = lambda raw: user_of.get(z85.encode(raw), CLIENT_USER)
             self._auth.start()
             self._auth.configure_curve_callback("*", credentials_provider=self._keyring)
             for s in (front, back):
@@ -100,6 +146,13 @@ class ZmqHub:
         try:
             self.pub_port = self._bind(front, host, cfg.pub_port)
             self.sub_port = self._bind(back, host, cfg.sub_port)
+            # The hub's own process (the twin server) connects in-process: no I/O thread, no TCP.
+            for sock, ep in zip((front, back), self.inproc):
+                sock.bind(ep)
+            if cfg.ipc_dir:   # same-host clients may use unix sockets instead of loopback TCP
+                Path(cfg.ipc_dir).expanduser().mkdir(parents=True, exist_ok=True)
+                for sock, ep in zip((front, back), hub_ipc_endpoints(cfg)):
+                    sock.bind(ep)
         except zmq.ZMQError as exc:
             front.close(0)
             back.close(0)
@@ -117,7 +170,10 @@ class ZmqHub:
 
         def run_proxy() -> None:
             try:
-                zmq.proxy_steerable(front, back, None, ctl_a)
+                if self.agent_keys:
+                    self._checked_proxy(front, back, ctl_a)
+                else:
+                    zmq.proxy_steerable(front, back, None, ctl_a)   # C loop, no GIL
             except zmq.ZMQError:
                 pass
             finally:
@@ -143,6 +199,43 @@ class ZmqHub:
         for t in self._threads:
             t.start()
         return self
+
+    def _checked_proxy(self, front: zmq.Socket, back: zmq.Socket, ctl: zmq.Socket) -> None:
+        """The forwarder with identity binding: every publish is checked against the User-Id
+        ZAP gave its connection (:func:`may_publish`); an impostor's message is dropped and
+        counted in ``impostors``, everything else goes on as with ``zmq.proxy``."""
+        poller = zmq.Poller()
+        for sock in (front, back, ctl):
+            poller.register(sock, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if ctl in ready and ctl.recv() == b"TERMINATE":
+                return
+            if back in ready:   # subscriptions travel upstream as with zmq.proxy
+                while True:
+                    try:
+                        back_msg = back.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    front.send_multipart(back_msg, copy=False)
+            if front in ready:
+                while True:
+                    try:
+                        frames = front.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    try:
+                        user = frames[0].get("User-Id")
+                    except zmq.ZMQError:
+                        user = HUB_USER   # inproc: only the hub's own process can connect in-process
+                    if may_publish(user, frames[0].bytes):
+                        back.send_multipart(frames, copy=False)
+                    else:
+                        self.impostors[user] += 1
+
+    def local_transport(self, client_id: str) -> "ZmqTransport":
+        """A client for this hub's own process, connected over inproc:// (not yet started)."""
+        return ZmqTransport(self.cfg, client_id, context=self.ctx, endpoints=self.inproc)
 
     @staticmethod
     def _bind(sock: zmq.Socket, host: str, port: int) -> int:
@@ -172,21 +265,35 @@ class ZmqHub:
 
 
 class ZmqTransport(Transport):
-    def __init__(self, cfg: BusConfig, client_id: str) -> None:
+    """PUB + SUB client of the hub, driven by one permanent event-loop reader.
+
+    The per-slot path is kept lean: the SUB socket's ZMQ_FD stays registered with the loop
+    and is drained with non-blocking receives (no future or epoll_ctl per message, as
+    ``zmq.asyncio`` needs), and a publish is one non-blocking send (a PUB socket never
+    blocks; at the high-water mark libzmq drops). ``endpoints`` / ``context`` let the hub's own
+    process connect over ``inproc://`` (no I/O thread or TCP hop, see :meth:`ZmqHub.local_transport`).
+    """
+
+    def __init__(self, cfg: BusConfig, client_id: str, *, context: zmq.Context | None = None,
+                 endpoints: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.client_id = f"{client_id}-{uuid.uuid4().hex[:8]}"
-        self.ctx = zmq.asyncio.Context()
-        self._pub: zmq.asyncio.Socket | None = None
-        self._sub: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task | None = None
+        self._own_ctx = context is None
+        self.ctx = context if context is not None else zmq.Context()
+        self.endpoints = endpoints or client_endpoints(cfg)
+        self._pub: zmq.Socket | None = None
+        self._sub: zmq.Socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._drain_scheduled = False
         self._probe_seq = itertools.count()
         self._probe_waiters: dict[str, asyncio.Future] = {}
         self._closed = False
 
     def _secure(self, sock: zmq.Socket) -> None:
         cfg = self.cfg
-        if cfg.curve_server_public:
+        if cfg.curve_server_public and not self.endpoints[0].startswith("inproc://"):
             if not cfg.curve_client_secret:
                 raise TransportError("transport.curve_client_secret: needed with curve_server_public")
             public, secret = load_curve_keypair(cfg.curve_client_secret, "transport.curve_client_secret")
@@ -195,7 +302,6 @@ class ZmqTransport(Transport):
             sock.curve_secretkey = secret
 
     async def start(self) -> None:
-        host = self.cfg.host
         self._pub = self.ctx.socket(zmq.PUB)
         self._sub = self.ctx.socket(zmq.SUB)
         for s in (self._pub, self._sub):
@@ -205,19 +311,39 @@ class ZmqTransport(Transport):
             s.setsockopt(zmq.SNDHWM, 10_000)
             s.setsockopt(zmq.RCVHWM, 10_000)
             self._secure(s)
-        self._pub.connect(f"tcp://{host}:{self.cfg.pub_port}")
-        self._sub.connect(f"tcp://{host}:{self.cfg.sub_port}")
-        self._reader = asyncio.ensure_future(self._read_loop())
+        self._pub.connect(self.endpoints[0])
+        self._sub.connect(self.endpoints[1])
+        self._loop = asyncio.get_running_loop()
+        self._fd = self._sub.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._drain)
+        self._schedule_drain()
         # One probe proves both links (our PUB to the hub and the hub to our SUB) are up.
         await self._probe(timeout=10.0)
 
-    async def _read_loop(self) -> None:
-        assert self._sub is not None
-        while not self._closed:
-            try:
-                frames = await self._sub.recv_multipart(copy=True)
-            except (zmq.ZMQError, asyncio.CancelledError):
-                return
+    def _schedule_drain(self) -> None:
+        """ZMQ_FD is edge-triggered: anything that touches the socket (setsockopt, a full batch)
+        may consume the edge, so look again on the next loop turn."""
+        if not self._drain_scheduled and self._loop is not None and not self._closed:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        sub = self._sub
+        if sub is None or self._closed:
+            return
+        batch = []
+        try:
+            while len(batch) < 256:
+                batch.append(sub.recv_multipart(zmq.NOBLOCK))
+            self._schedule_drain()   # more may be waiting: let other callbacks run first
+        except zmq.Again:
+            pass
+        except zmq.ZMQError:
+            return
+        # Deliver a whole batch at once, so a consumer sees every queued message (and can skip
+        # to the newest) before it runs.
+        for frames in batch:
             if len(frames) != 2:
                 self.stats.dropped_malformed += 1
                 continue
@@ -233,6 +359,15 @@ class ZmqTransport(Transport):
                 continue
             self._dispatch(topic, frames[1])
 
+    def _send(self, topic: bytes, payload: bytes) -> None:
+        assert self._pub is not None
+        try:
+            self._pub.send_multipart([topic, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.dropped_disconnected += 1
+            return
+        self.stats.published += 1
+
     async def _probe(self, timeout: float) -> None:
         """Round-trip a private message through the hub: our subscriptions so far are live."""
         assert self._pub is not None and self._sub is not None
@@ -240,34 +375,40 @@ class ZmqTransport(Transport):
         fut = asyncio.get_running_loop().create_future()
         self._probe_waiters[topic] = fut
         self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self._schedule_drain()
         try:
             deadline = asyncio.get_running_loop().time() + timeout
             while not fut.done():
-                await self._pub.send_multipart([topic.encode(), b""])
+                try:
+                    self._pub.send_multipart([topic.encode(), b""], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), 0.02)
                 except asyncio.TimeoutError:
                     if asyncio.get_running_loop().time() > deadline:
                         raise BusUnreachable(
-                            f"transport: no ZeroMQ hub answered at {self.cfg.host}:{self.cfg.pub_port}/"
-                            f"{self.cfg.sub_port} within {timeout:.0f} s (is the twin server / hub running, "
-                            f"and do the CURVE keys match?)"
+                            f"transport: no ZeroMQ hub answered at {self.endpoints[0]} / {self.endpoints[1]} "
+                            f"within {timeout:.0f} s (is the twin server / hub running, and do the CURVE keys "
+                            f"match?)"
                         ) from None
         finally:
             self._probe_waiters.pop(topic, None)
-            self._sub.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+            if not self._closed:
+                self._sub.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+                self._schedule_drain()
 
     async def publish(self, topic: str, payload: bytes) -> None:
         validate_topic(topic)
         if self._pub is None or self._closed:
             raise TransportError("transport: publish on a closed ZeroMQ transport")
-        await self._pub.send_multipart([topic.encode("ascii"), payload])
-        self.stats.published += 1
+        self._send(topic.encode("ascii"), payload)
 
     async def _subscribe_remote(self, prefix: str) -> None:
         if self._sub is None:
             raise TransportError("transport: subscribe before start()")
         self._sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
+        self._schedule_drain()
         await self._probe(timeout=10.0)
 
     async def close(self) -> None:
@@ -275,16 +416,30 @@ class ZmqTransport(Transport):
             return
         self._closed = True
         self._close_subs()
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._loop is not None and self._fd is not None:
             try:
-                await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
+                self._loop.remove_reader(self._fd)
+            except (RuntimeError, ValueError, OSError):
+                pass   # the loop is already closing
+            self._fd = None
         for s in (self._pub, self._sub):
             if s is not None:
                 s.close(linger=0 if s is self._sub else 200)
-        self.ctx.term()
+        if self._own_ctx:
+            self.ctx.term()
+
+
+def client_endpoints(cfg: BusConfig) -> tuple[str, str]:
+    """(pub, sub) addresses a client connects to: the hub's unix sockets when ``ipc_dir`` is set
+    (same host only), else TCP."""
+    if cfg.ipc_dir:
+        return hub_ipc_endpoints(cfg)
+    return f"tcp://{cfg.host}:{cfg.pub_port}", f"tcp://{cfg.host}:{cfg.sub_port}"
+
+
+def hub_ipc_endpoints(cfg: BusConfig) -> tuple[str, str]:
+    base = Path(cfg.ipc_dir).expanduser()
+    return f"ipc://{base}/{cfg.deployment}-pub.sock", f"ipc://{base}/{cfg.deployment}-sub.sock"
 
 
 def run_hub_forever(cfg: BusConfig) -> None:

@@ -47,16 +47,27 @@ async def run_deployment(bus_cfg, bundle, runlog, slots, *, seed=11, deadline_s=
     return summary, {r["agent"]: r for r in results}
 
 
-def reference_run(bundle_path, seed, slots):
-    """Centralized in-process evaluation: the same actors on the same env, no bus."""
+def reference_run(bundle_path, seed, slots, backend="runtime"):
+    """Centralized in-process evaluation: the same actors on the same env, no bus. ``runtime``
+    decides with what the daemons execute (controller.daemon.load_agent_bundle: the numpy
+    runtime), ``torch`` with the bundle's torch actors (agents.evaluation.bundle_policy)."""
     from agents import registry
     from agents.bundle import load_bundle
     from agents.evaluation import bundle_policy
+    from controller.daemon import load_agent_bundle
+    from controller.twin_server import _batched_action
 
     bundle = load_bundle(bundle_path)
     cfg = registry.rebuild_scenario(bundle.scenario_name, bundle.scenario_config)
     env = registry.make_env(bundle.scenario_name, cfg, 1)
-    policy = bundle_policy(bundle)
+    if backend == "torch":
+        policy = bundle_policy(bundle)
+    else:
+        deciding = load_agent_bundle(bundle_path)
+
+        def policy(env, obs):
+            return {a: _batched_action(a, deciding.decide(a, obs[a][0].numpy()), env.action_spaces[a])
+                    for a in env.agent_ids}
     obs = env.reset(seed=seed)
     rows = []
     for _ in range(slots):
@@ -85,6 +96,14 @@ def test_decentralized_equals_in_process(bus, p1_bundle, tmp_path):
             assert applied["bits"] == int(actions[irs]["bits"][0])
             assert applied["phase_idx"] == actions[irs]["phase_idx"][0].tolist()
             assert applied["on"] == actions[irs]["on"][0].tolist()
+    # The runtime the daemons use decides like the bundle's torch actors: discrete choices exactly,
+    # beams to float32 rounding.
+    for rec, (actions, reward, sum_rate) in zip(records, reference_run(p1_bundle, 11, slots, backend="torch")):
+        np.testing.assert_allclose(rec["reward"], reward, rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(rec["agents"]["bs0"]["action"]["V"], np.float32),
+                                   actions["bs0"]["V"][0].numpy(), rtol=1e-4, atol=1e-6)
+        for irs in ("irs0", "irs1"):
+            assert rec["agents"][irs]["applied"]["phase_idx"] == actions[irs]["phase_idx"][0].tolist()
     # The BS saw the surfaces' reported states over the bus (its paper allows it); surfaces did not.
     assert daemons["bs0"]["peer_msgs"] >= 2 * slots
     assert "peer_msgs" not in daemons["irs0"]
@@ -342,3 +361,164 @@ def test_daemons_outlive_a_twin_server_restart_and_wait_for_a_late_hub(p1_bundle
     summaries, results = asyncio.run(main())
     assert [s["slots"] for s in summaries] == [3, 3] and all(s["missed"] == {} for s in summaries)
     assert all(r["answered"] == 6 for r in results)                # the same daemons served both runs
+
+
+def test_impostor_claiming_another_agents_id_is_dropped_and_counted(p1_bundle, tmp_path):
+    """CURVE with identity binding: irs0's key cannot speak for irs1 (nor for the twin)."""
+    from controller.security import generate_curve_keys
+    from controller.transports import BusConfig
+    from tests.controller.conftest import free_port
+
+    keys = tmp_path / "keys"
+    for name in ("hub", *AGENTS):
+        generate_curve_keys(keys, name)
+    hub_side = BusConfig(pub_port=free_port(), sub_port=free_port(), curve_server_secret=str(keys / "hub.key_secret"),
+                         curve_server_public=str(keys / "hub.key"))
+    client = dataclasses.replace(hub_side, curve_server_secret="")
+    slots = 10
+    server = TwinServer(ServerConfig(bus=hub_side, agents=AGENTS, runlog=str(tmp_path / "run.jsonl"),
+                                     bundle=str(p1_bundle), seed=11, slots=slots, deadline_s=2.0, period_s=0.05,
+                                     host_hub=True, join_timeout_s=30,
+                                     agent_keys={a: str(keys / f"{a}.key") for a in AGENTS}))
+    daemons = [AgentDaemon(DaemonConfig(bus=dataclasses.replace(client, curve_client_secret=str(keys / f"{a}.key_secret")),
+                                        agent=a, bundle=str(p1_bundle), driver_url=SIM if a != "bs0" else ""))
+               for a in AGENTS]
+    sent = []
+
+    async def impostor():
+        # A legitimate member (irs0's key) claims irs1's answers, hello and observation.
+        rogue_cfg = dataclasses.replace(client, curve_client_secret=str(keys / "irs0.key_secret"))
+        while True:
+            try:
+                rogue = await connect(rogue_cfg, "rogue")
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        try:
+            while server.slot < slots - 2:
+                slot = server._open_slot
+                if slot >= 2 and slot not in sent:
+                    fake = m.Action(slot, "irs1", {}, None)
+                    await rogue.publish("act/irs1", m.encode(fake))
+                    await rogue.publish("hello/irs1", m.encode(m.Hello("irs1", "irs1", 1, "", "rogue")))
+                    await rogue.publish("obs/irs1", m.encode(m.Observation(slot, "irs1", np.zeros(5, np.float32), 1e12)))
+                    sent.append(slot)
+                await asyncio.sleep(0.002)
+        finally:
+            await rogue.close()
+
+    async def main():
+        server_task = asyncio.ensure_future(server.run())
+        tasks = [asyncio.ensure_future(d.run()) for d in daemons]
+        rogue_task = asyncio.ensure_future(impostor())
+        summary = await server_task
+        await rogue_task
+        for d in daemons:
+            d.stop()
+        return summary, {r["agent"]: r for r in await asyncio.gather(*tasks)}
+
+    summary, results = asyncio.run(main())
+    assert len(sent) >= 3
+    assert server.hub.impostors["irs0"] == 3 * len(sent)            # every forged publish dropped at the hub ...
+    assert summary["dropped"]["impostor"] == 3 * len(sent)          # ... and counted in the run's summary
+    assert summary["slots"] == slots and summary["missed"] == {}    # the run went on
+    assert summary["rejoins"] == {} and "spoofed" not in summary["dropped"]
+    assert results["irs1"]["answered"] == slots                     # irs1 never saw the forged observations
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    reference = reference_run(p1_bundle, 11, slots)
+    assert [r["reward"] for r in records] == [ref[1] for ref in reference]   # only the real answers counted
+
+
+@pytest.mark.mqtt
+def test_mqtt_acl_keeps_each_agent_to_its_own_topics(p1_bundle, tmp_path):
+    """Per-agent MQTT users: the ACL the deployment gives its broker drops irs0 speaking for irs1."""
+    import os
+    import subprocess
+
+    from controller.deploy import broker_config_text, load_deployment
+    from tests.controller.conftest import MOSQUITTO, free_port
+
+    for user in ("twin", *AGENTS):
+        pw = tmp_path / f"{user}.pw"
+        pw.write_text(f"pw-{user}-{os.urandom(4).hex()}\n")
+        os.chmod(pw, 0o600)
+    port = free_port()
+    slots = 10
+    agents_toml = "".join(
+        f'\n[[agent]]\nid = "{a}"\nusername = "{a}"\npassword_file = "{a}.pw"\n'
+        + (f'driver = "{SIM}"\n' if a != "bs0" else "") for a in AGENTS)
+    toml = tmp_path / "acl.toml"
+    toml.write_text(f"""
+[deployment]
+name = "acl"
+bundle = "{p1_bundle}"
+seed = 11
+slots = {slots}
+deadline_ms = 2000
+period_ms = 50
+runlog = "run.jsonl"
+
+[transport]
+kind = "mqtt"
+broker = true
+mqtt_port = {port}
+username = "twin"
+password_file = "twin.pw"
+""" + agents_toml)
+    dep = load_deployment(toml)
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(broker_config_text(dep, tmp_path) + "log_dest none\n")
+    assert "topic write ristwin/acl/act/irs1" in (tmp_path / "mosquitto.acl").read_text()
+    assert "pw-irs1" not in (tmp_path / "mosquitto.passwd").read_text()      # hashed, not plain
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sent = []
+    try:
+        server = TwinServer(dataclasses.replace(dep.server_config(), join_timeout_s=30))
+        daemons = [AgentDaemon(dep.daemon_config(a)) for a in AGENTS]
+        irs1_seen = []
+
+        async def impostor():
+            rogue_cfg = dep.daemon_config("irs0").bus                        # irs0's own, valid login
+            rogue = None
+            while rogue is None:
+                try:
+                    rogue = await connect(rogue_cfg, "rogue")
+                except Exception:
+                    await asyncio.sleep(0.1)
+            spy = await rogue.subscribe("obs/irs1")                           # not irs0's to read either
+            try:
+                while server.slot < slots - 2:
+                    slot = server._open_slot
+                    if slot >= 2 and slot not in sent:
+                        await rogue.publish("act/irs1", m.encode(m.Action(slot, "irs1", {}, None)))
+                        await rogue.publish("hello/irs1", m.encode(m.Hello("irs1", "irs1", 1, "", "rogue")))
+                        await rogue.publish("obs/irs1", m.encode(m.Observation(slot, "irs1", np.zeros(5, np.float32), 1e12)))
+                        sent.append(slot)
+                    while not spy.queue.empty():
+                        irs1_seen.append(spy.queue.get_nowait())
+                    await asyncio.sleep(0.002)
+            finally:
+                await rogue.close()
+
+        async def main():
+            server_task = asyncio.ensure_future(server.run())
+            tasks = [asyncio.ensure_future(d.run()) for d in daemons]
+            rogue_task = asyncio.ensure_future(impostor())
+            summary = await server_task
+            await rogue_task
+            for d in daemons:
+                d.stop()
+            return summary, {r["agent"]: r for r in await asyncio.gather(*tasks)}
+
+        summary, results = asyncio.run(asyncio.wait_for(main(), 90))
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    assert len(sent) >= 3
+    assert summary["slots"] == slots and summary["missed"] == {}     # the run went on
+    assert summary["rejoins"] == {} and "spoofed" not in summary["dropped"] and summary["late"] == {}
+    assert results["irs1"]["answered"] == slots                      # the forged observations never reached irs1
+    assert irs1_seen == []                                           # nor could irs0 read irs1's observations
+    records = read_runlog(dep.runlog, "slot")
+    reference = reference_run(p1_bundle, 11, slots)
+    assert [r["reward"] for r in records] == [ref[1] for ref in reference]   # only the real answers counted
