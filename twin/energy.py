@@ -38,6 +38,9 @@ def harvest(
     ``rate`` is a scalar or a tensor broadcastable to ``shape`` (e.g. (B, L)); the draw is in
     energy units. Pass an explicit generator so trajectories are reproducible.
     """
+    if isinstance(rate, (int, float)):  # the common case: checked in Python, no tensor round trip
+        require(rate >= 0, ConfigError, f"rate: Poisson arrival rate must be >= 0, got {rate}")
+        return torch.poisson(torch.full(shape, float(rate), dtype=dtype, device=device), generator=generator)
     rate_t = torch.as_tensor(rate, dtype=dtype, device=device)
     require(bool((rate_t >= 0).all()), ConfigError, f"rate: Poisson arrival rate must be >= 0, got {rate}")
     return torch.poisson(rate_t.expand(shape).contiguous(), generator=generator)
@@ -56,6 +59,9 @@ def step_buffer(
     added, exactly as printed: a surface that asks for more than it holds does not go below
     E_min (constraint 10c is then enforced through the reward's xi3 term on the *request*).
     """
+    if isinstance(e_min, (int, float)) and isinstance(e_max, (int, float)):  # scalars: no tensor round trip
+        require(e_min <= e_max, ConfigError, f"e_min/e_max: need E_min <= E_max, got {e_min} > {e_max}")
+        return (energy - consumed).clamp_(min=e_min).add(arrived).clamp_(max=e_max)
     e_min_t = torch.as_tensor(e_min, dtype=energy.dtype, device=energy.device)
     e_max_t = torch.as_tensor(e_max, dtype=energy.dtype, device=energy.device)
     require(bool((e_min_t <= e_max_t).all()), ConfigError, f"e_min/e_max: need E_min <= E_max, got {e_min} > {e_max}")

@@ -35,7 +35,9 @@ def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor
         return cascaded + h_BU.conj()
     L, N, M = H_BR.shape[-3:]
     K = h_RU.shape[-2]
-    lead = torch.broadcast_shapes(H_BR.shape[:-3], h_RU.shape[:-3], phi.shape[:-2])
+    lead = H_BR.shape[:-3]
+    if not lead == h_RU.shape[:-3] == phi.shape[:-2]:  # torch.broadcast_shapes costs ~45 us: only when needed
+        lead = torch.broadcast_shapes(lead, h_RU.shape[:-3], phi.shape[:-2])
     H = H_BR.expand(*lead, L, N, M).reshape(-1, L, N, M)
     ph = phi.expand(*lead, L, N).reshape(-1, L, N, 1)
     B = H.shape[0]
