@@ -30,6 +30,7 @@ termination); ``reset`` draws new geometry and fading.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,9 +50,18 @@ from twin.scene import P1Scene, evolve_p1, sample_p1
 from twin.surface_config import SurfaceConfig
 
 
-# One worker thread for the slot draws and channel evolution of every P1 environment (a job
-# at a time; see P1Env.step).
-_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ristwin-p1-evolve")
+# One worker thread per process for the slot draws and channel evolution of every P1
+# environment (a job at a time; see P1Env.step). Made on first use and again in a forked child,
+# where the parent's thread does not exist. Envs stepped from several Python threads at once
+# share it (their jobs queue); they should not use this path with different thread counts.
+_WORKER: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    global _WORKER
+    if _WORKER is None or _WORKER[0] != os.getpid():
+        _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ristwin-p1-evolve"))
+    return _WORKER[1]
 
 
 class P1Env(BatchedEnv):
@@ -325,7 +335,7 @@ class P1Env(BatchedEnv):
         if parallel:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
-            pending = _WORKER.submit(self._draw_and_evolve)
+            pending = _worker().submit(self._draw_and_evolve)
         try:
             out = self._physics(a)
         finally:

@@ -54,3 +54,40 @@ def test_physics_error_still_joins_the_worker_and_restores_threads(monkeypatch):
     with pytest.raises(RuntimeError, match="physics failed"):
         env.step(acts)
     assert torch.get_num_threads() == 2
+
+
+def test_forked_child_gets_its_own_worker():
+    import multiprocessing as mp
+
+    torch.set_num_threads(2)
+    env = make_env("p1", num_envs=4, seed=2)
+    env.parallel_min_normals = 0
+    env.reset(seed=2)
+    env.step(env.sample_actions(torch.Generator().manual_seed(0)))  # the parent's worker exists now
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        torch.set_num_threads(2)
+        e = make_env("p1", num_envs=4, seed=2)
+        e.parallel_min_normals = 0
+        e.reset(seed=2)
+        r = e.step(e.sample_actions(torch.Generator().manual_seed(0)))
+        q.put(float(r.rewards["bs0"].sum()))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(timeout=30)
+    hung = proc.is_alive()
+    if hung:
+        proc.kill()
+        proc.join()
+    assert not hung and proc.exitcode == 0  # a child reusing the parent's (absent) thread would hang here
+    assert q.get(timeout=5) == pytest.approx(float(env_reward_for_seed_2()), rel=0, abs=0)
+
+
+def env_reward_for_seed_2() -> torch.Tensor:
+    torch.set_num_threads(1)
+    e = make_env("p1", num_envs=4, seed=2)
+    e.reset(seed=2)
+    return e.step(e.sample_actions(torch.Generator().manual_seed(0))).rewards["bs0"].sum()
