@@ -330,10 +330,11 @@ def _fine_timer_slack() -> None:
 class _Pacer:
     """Waits until a monotonic deadline: sleeps, then spins only the last stretch.
 
-    The spin covers how late the OS wakes a sleeper here: the second-largest lateness of the
-    last 16 sleeps plus 20 us (30 us..0.5 ms). A fixed 0.4 ms spin held a core for most of
-    every sub-millisecond reply, which on a shared machine slowed the very processes the
-    emulated link was timing.
+    The spin covers how late the OS wakes a sleeper here: the 4th-largest lateness of the
+    last 16 sleeps plus 20 us, within 30..200 us. Wake-ups later than that are preemptions
+    on a loaded machine, which a spinning thread suffers too. A fixed 0.4 ms spin held a
+    core for most of every sub-millisecond reply, which on a shared machine slowed the very
+    processes the emulated link was timing.
     """
 
     def __init__(self) -> None:
@@ -349,7 +350,7 @@ class _Pacer:
             late.append(max(0.0, time.monotonic() - wake))
             if len(late) > 16:
                 del late[0]
-            self.margin = min(0.0005, max(0.00003, sorted(late)[-2 if len(late) > 1 else -1] + 0.00002))
+            self.margin = min(0.0002, max(0.00003, sorted(late)[-4 if len(late) >= 4 else -1] + 0.00002))
         while time.monotonic() < t:
             pass
 
