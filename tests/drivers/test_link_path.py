@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers import protocol as p
 from drivers.base import ReadbackMismatch
@@ -140,3 +142,37 @@ def test_emulator_never_answers_faster_than_the_wire(tcp):
             assert drv.apply(config) == config
             assert time.perf_counter() - t0 >= floor
         drv.close()
+
+
+@given(st.integers(0, 23), st.integers(1, 255))
+@settings(max_examples=60, deadline=None)
+def test_a_near_miss_of_the_predicted_ack_is_never_accepted(pos, flip):
+    """One flipped byte in the predicted ACK: the driver must not take it as the reply."""
+    from drivers.base import BoardInfo
+
+    drv = SerialDriver("stub", timeout_s=0.01, retries=2)
+    drv.connected, drv._needs_handshake, drv._port = True, False, object()
+    drv._info = BoardInfo(12, (1, 2), 921600, "stub", p.PROTOCOL_VERSION)
+    drv._latch_id = 41
+    config = SurfaceConfig(2, np.arange(12) % 4, np.arange(12) % 3 > 0)
+    sent, replies, predicted_before_good = [], [], []
+    drv._send = sent.append
+
+    def reply(deadline):
+        if len(sent) > len(replies):
+            body = bytes([p.MsgType.SET_CONFIG]) + p.LatchAck(True, 42, p.image_crc(config)).pack()
+            good = p.encode_frame(p.Frame(p.MsgType.ACK, drv._seq, body))
+            assert len(good) == 24
+            if not replies:
+                bad = bytearray(good)
+                bad[pos] ^= flip
+                replies.append(bytes(bad))
+            else:
+                predicted_before_good.append(drv.stats["predicted"])
+                replies.append(good)
+            return replies[-1]
+        return b""
+
+    drv._read_some = reply
+    assert drv.apply(config) == config
+    assert drv.stats["retries"] == 1 and predicted_before_good == [0]  # the mangled copy was refused
