@@ -34,8 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# One core means one BLAS thread too: OpenBLAS splits products above ~65k multiply-adds
+# (MAQ-WP's Q_low over 50 candidates) across threads, which costs more than it saves here and
+# escapes the core pinning. Must be set before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,7 +122,7 @@ def cold_start(path: Path, agent_id: str, obs_dim: int, backend: str, repeats: i
         "import numpy as np\n" + COLD[backend]
         + f"b = load({str(path)!r})\nb.decide({agent_id!r}, np.zeros({obs_dim}, np.float32))\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

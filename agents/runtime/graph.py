@@ -198,11 +198,18 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
         if op in ("relu", "tanh"):   # in-place activations must not clobber an input register
             return lambda r: fn(np.array(g(r), dtype=F32))
         return lambda r: fn(g(r))
-    if op == "concat":
+    if op == "concat":         # along the last axis; 1-D inputs (constants) are broadcast over B
+        names = step["in"] if isinstance(step["in"], list) else [step["in"]]
+        consts = {i: _array(arrays, n[1:], where).reshape(1, -1) for i, n in enumerate(names) if n.startswith("@")}
+        if not consts:
+            return lambda r: np.concatenate([f(r) for f in ins], -1)
+
         def concat(r: list) -> np.ndarray:
-            vals = [f(r) for f in ins]
-            B = next((v.shape[0] for v in vals if v.ndim > 1), vals[0].shape[0])
-            return np.concatenate([v if v.ndim > 1 else np.broadcast_to(v, (B, v.shape[0])) for v in vals], -1)
+            vals = [consts[i] if i in consts else f(r) for i, f in enumerate(ins)]
+            B = next(v.shape[0] for i, v in enumerate(vals) if i not in consts) if len(consts) < len(vals) else 1
+            if B != 1:
+                vals = [np.broadcast_to(v, (B, v.shape[1])) if i in consts else v for i, v in enumerate(vals)]
+            return np.concatenate(vals, -1)
         return concat
     if op == "slice":
         g, s = one(), slice(p.get("start"), p.get("stop"), p.get("step"))

@@ -1,16 +1,22 @@
 """MAQ-WP's execution step in numpy, tuned for one observation: the k nearest discrete IRS
 actions to a proto-action, ranked by the agent's Q_low network (P1 Alg. 2, lines 3-4).
 
-The search is the one of ``agents.knn`` (metric, exact pruning and top-k pairwise merging are
-documented there), re-written for B = 1 with everything that does not depend on the
-observation computed once and cached: option grids per resolution, index tables of every
-merge round, the Q network's input buffer. It performs the same float64 operations in the
-same order as ``agents.knn._k_nearest_np`` on a single row, so distances, candidate order
-and therefore the action chosen are bit-identical to the torch actor's (tested), including
-at exact distance ties (saturated proto-actions), where any other exact k-NN could return a
-different, equally near, k-th candidate.
+Two paths, both exact (metric and definitions in ``agents.knn``):
 
-Batches (B > 1) run row by row: the same result as B single decisions.
+- fast (``KNNSearch._fast``): bound the extra cost of the k best by T (the (k-1)-th cheapest
+  among single changes and pairs of single changes), enumerate every action within the
+  bound level by level (d changes, each level one vectorized expansion; the k-th cheapest
+  found so far tightens the bound), and sort once. When the k+1 cheapest are pairwise more
+  than 1e-9 apart, the k best and their order are unambiguous, hence ``agents.knn``'s.
+- tie-exact (when they are not, e.g. saturated proto-actions give exact distance ties at
+  the k-th neighbour): ``agents.knn``'s pairwise top-k merge, rewritten for one row with
+  exact pruning, performing the same float64 operations in the same order, so the k best
+  and their order are ``agents.knn``'s at every tie (tested bit for bit).
+
+Either way the candidates, their order and therefore the action chosen by Q_low equal the
+torch actor's (``agents.maq.MAQIRSActor``, whose forward calls ``agents.knn``). Caches hold
+what does not depend on the observation: option grids, merge index tables, the Q network's
+input buffer, cos / sin tables of the phase encoding. Batches (B > 1) run row by row.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ class KNNSearch:
         self.R = max(1 << self.max_bits, 2)
         N, R = self.n, self.R
         self.grid = np.arange(R, dtype=np.float64)
-        self.costs = np.empty((1, 2 * N, R))
+        self.costs = np.full((1, 2 * N, R), np.inf)
+        self._bits = -1
         self.row_off = (np.arange(2 * N) * R)[:, None]                 # flat gather offsets
         self.iu = np.triu_indices(2 * N, 1)                             # coordinate pairs
         self._phase: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -56,6 +63,12 @@ class KNNSearch:
         self._rows: dict[int, np.ndarray] = {}
         self._pads: dict[tuple[int, int], np.ndarray] = {}
         self._choice0: dict[tuple[int, int], np.ndarray] = {}
+        self._ar = np.arange(max(2 * N * R, k) + 1)
+        self._zero = np.zeros(1)
+        self._zero_m = np.zeros(1, dtype=np.int64)
+        self._pow2 = np.left_shift(np.int64(1), np.arange(63, dtype=np.int64))
+        self._valid = np.ones(self.k, dtype=bool)
+        self.fast = True
 
     def _phase_tables(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
         t = self._phase.get(bits)
@@ -69,14 +82,21 @@ class KNNSearch:
         """u, w: (N,) float64; bits: int -> acts (k, 2N) int64 option values (phase index,
         then ON), squared distances (k,) ascending, valid (k,) (False: fewer than k actions)."""
         N, R, k = self.n, self.R, self.k
-        grid_over_levels, invalid = self._phase_tables(int(bits))
-        costs = self.costs
-        diff = u[:, None] - grid_over_levels                                    # (N,R)
-        costs[0, :N] = np.where(invalid, np.inf, np.square(diff - np.round(diff)))
-        costs[0, N:] = np.square(w[:, None] - self.grid)
-        costs[0, N:, 2:] = np.inf
-        r = min(R, k)
+        bits = int(bits)
+        grid_over_levels = self._phase_tables(bits)[0][:1 << bits]              # the grid F_b in turns
+        costs = self.costs          # options beyond 2^b (phases) and 2 (ON) stay +inf
+        if bits != self._bits:
+            costs[0, :N, 1 << bits:] = np.inf
+            self._bits = bits
+        diff = u[:, None] - grid_over_levels                                    # (N, 2^b)
+        costs[0, :N, :1 << bits] = np.square(diff - np.round(diff))
+        costs[0, N:, :2] = np.square(w[:, None] - self.grid[:2])
         c2 = costs[0]
+        if k > 1 and self.fast:
+            fast = self._fast(c2)
+            if fast is not None:
+                return fast
+        r = min(R, k)
         order = np.argsort(c2, -1, kind="stable")[:, :r]                         # (2N, r)
         sorted_cost = c2.reshape(-1)[order + self.row_off]                      # (2N, r)
         base = sorted_cost[None, :, 0].sum(-1)                                   # (1,), as agents.knn sums
@@ -106,6 +126,65 @@ class KNNSearch:
         if not valid.all():
             acts = np.where(valid[:, None], acts, acts[:1])
         return acts, sums, valid
+
+    def _fast(self, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The fast path, from the option costs c2 (2N, R): every action within extra cost T
+        (the bound of the class docstring), level by level (d changes on d coordinates in
+        increasing order; a prefix never costs more than the whole, so nothing within the
+        bound is missed; the k-th smallest cost found so far tightens the bound), then one
+        sort. Valid when the k+1 smallest costs are pairwise more than TOL apart: then the
+        k best and their order are unambiguous, hence agents.knn's. Otherwise (exact or near
+        ties, e.g. saturated proto-actions, or fewer than k actions) returns None and the
+        caller runs the tie-exact merge. Distances equal agents.knn's up to float rounding."""
+        k, TOL = self.k, 1e-9
+        N2 = c2.shape[0]
+        ar = self._ar
+        best = c2.argmin(-1)                                # the rounding (first of equal costs, as a stable sort)
+        cmin = c2[ar[:N2], best]
+        delta = c2 - cmin[:, None]
+        delta[ar[:N2], best] = np.inf                        # changes only
+        m1 = delta.min(-1)
+        cheap = np.concatenate([delta.reshape(-1), m1[self.iu[0]] + m1[self.iu[1]]])
+        if cheap.size < k - 1:
+            return None
+        T = float(np.partition(cheap, k - 2)[k - 2])
+        if not T < np.inf:
+            return None
+        ci, oi = np.nonzero(delta <= T)                      # single changes (coordinate, option value)
+        nch = ci.size
+        if nch > 62:                                          # combinations are int64 bitmasks of changes
+            return None
+        vals = delta[ci, oi]
+        later = ci[None, :] > ci[:, None]                     # change j may follow change i
+        Te = T + TOL
+        s, last, mask = vals, ar[:nch], self._pow2[:nch]
+        level_s, level_m = [self._zero, s], [self._zero_m, mask]
+        total = 1 + nch
+        floor = np.cumsum(np.sort(vals)).tolist()            # no d changes cost less than floor[d-1]
+        depth = 1
+        while True:
+            if total >= k:
+                Te = min(Te, float(np.partition(np.concatenate(level_s), k - 1)[k - 1]) + TOL)
+            if depth >= nch or floor[depth] > Te:
+                break
+            depth += 1
+            a, b = np.nonzero(later[last] & (s[:, None] + vals <= Te))
+            if a.size == 0:
+                break
+            s, last, mask = s[a] + vals[b], b, mask[a] | self._pow2[b]
+            level_s.append(s)
+            level_m.append(mask)
+            total += a.size
+        s_all = np.concatenate(level_s)
+        idx = np.argsort(s_all, kind="stable")[:k + 1]
+        top = s_all[idx]
+        if top.size <= k or float(np.diff(top).min()) <= TOL:
+            return None
+        idx = idx[:k]
+        rows, chs = np.nonzero((np.concatenate(level_m)[idx, None] >> ar[:nch]) & 1)
+        acts = np.repeat(best[None], k, 0)
+        acts[rows, ci[chs]] = oi[chs]
+        return acts, cmin[None].sum(-1) + top[:k], self._valid
 
     def _pair_table(self, wa: int, wb: int) -> tuple[np.ndarray, np.ndarray]:
         t = self._pairs.get((wa, wb))
@@ -157,6 +236,18 @@ class KNNRanker:
         self.n, self.k, self.max_bits, self.q_net = int(n), int(k), int(max_bits), q_net
         self.search = KNNSearch(n, k, max_bits)
         self._buf: dict[int, np.ndarray] = {}
+        self._trig_tabs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _trig(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos / sin of 2 pi i / 2^b for every phase index i, computed with the float32
+        operations of agents.maq's encoding (u = i / 2^b, then 2 pi u), so a table lookup
+        gives the same bits as computing them per candidate."""
+        t = self._trig_tabs.get(b)
+        if t is None:
+            i = np.arange(max(1 << self.max_bits, 2))
+            a = F32(TWO_PI) * (i.astype(F32) / np.power(F32(2.0), F32(b)))
+            t = self._trig_tabs[b] = (np.cos(a), np.sin(a))
+        return t
 
     def __call__(self, e: np.ndarray, bits: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, k = self.n, self.k
@@ -177,15 +268,13 @@ class KNNRanker:
             acts, _, valid = self.search(e64[i, :n], e64[i, n:], b)
             idx = acts[:, :n]
             on = acts[:, n:]
-            # encode_discrete: (cos 2 pi u, sin 2 pi u, on) with u = idx / 2^b, in float32
-            u = idx.astype(F32) / np.power(F32(2.0), F32(b))
-            a = F32(TWO_PI) * u
+            cos_t, sin_t = self._trig(b)
             buf[0, :, :cw] = ctx[i]
-            buf[0, :, cw:cw + n] = np.cos(a)
-            buf[0, :, cw + n:cw + 2 * n] = np.sin(a)
+            buf[0, :, cw:cw + n] = cos_t[idx]
+            buf[0, :, cw + n:cw + 2 * n] = sin_t[idx]
             buf[0, :, cw + 2 * n:] = on
             q = self.q_net(buf)[0, :, 0]
-            if not valid.all():
+            if valid is not self.search._valid and not valid.all():
                 q = np.where(valid, q, -np.inf)
             best = int(q.argmax())
             idx_out[i] = idx[best]
