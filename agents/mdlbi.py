@@ -22,15 +22,30 @@ Collisions (two BSs claiming one IRS in a slot) are arbitrated by the environmen
 ``twin.multicell.resolve_claims`` (the rule the IRS daemon runs when deployed); the
 agents only see its consequence in their reward and, one slot later, in rho_-m.
 
+Action parameterization (``P2BSActor``; project choice, documented in docs/RESULTS.md P2):
+- association: the paper's L entries (D_a = 2 N_b |C_m| + |N_m| N_l + L), one claim score per
+  IRS ("claims" head); the K x L per-user scores ("per-user") made a BS claim an IRS as soon as
+  any of its ~5 users had a positive score, so near-random actors collided in ~90 % of slots
+  and the claim was an OR over K outputs the critic could not resolve;
+- precoders: the paper's 2 N_b K entries plus one power entry per user ("power-direction"):
+  with the preset's high SNR the rate depends mostly on how P_max is split between users
+  (all power on one user with a fixed beam already gives ~9x the random rate), and through
+  2 N_b entries per user plus the env's normalization that split was out of reach (exact-
+  gradient check: 20 vs 32 bit/s/Hz; ``bench/p2_study.py diagnose``).
+Exploration noise and the critic work on the raw tanh output; the env action is a fixed
+element-wise map of it. ``precoder_head="direct", assoc_head="per-user"`` gives the earlier,
+paper-literal outputs.
+
 Open values the paper leaves unspecified are named in ``MDLBIConfig`` (hidden sizes,
-exploration noise, warm-up). The paper initializes w and Phi as identity; here the actor's
-initial outputs are near zero (small last-layer gain) and the env normalizes W to full
-power, so the initial decision is an arbitrary fixed beam, not the identity (project choice).
+exploration noise, warm-up, heads). The paper initializes w and Phi as identity; here the
+actor's initial outputs are near zero (small last-layer gain) and the env normalizes W to
+full power, so the initial decision is an arbitrary fixed beam, not the identity (project choice).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -63,6 +78,9 @@ class MDLBIConfig:
     preact_penalty: float = 0.1           # open: L2 on the actor's pre-tanh outputs; keeps the tanh out of
                                           # saturation (all |W| entries at 1 = equal power, the worst split)
     centralized: bool = False             # True = one DDPG over all BSs (the centralized baseline)
+    precoder_head: str = "power-direction"  # open: "direct" (2 N_b K entries) or + one power entry per user (P2BSActor)
+    assoc_head: str = "claims"            # the paper's L association entries ("claims") or K x L scores ("per-user")
+    power_range: float = 5.0              # open: power entry q in [-1, 1] scales a user's column by exp(power_range (q - 1))
 
 
 def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -71,37 +89,68 @@ def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
             pt.lerp_(ps, tau)
 
 
+PRECODER_HEADS = ("power-direction", "direct")
+ASSOC_HEADS = ("claims", "per-user")
+
+
 class P2BSActor(Actor):
     """Deterministic P2 BS actor: local observation (B, obs_dim) -> {"W", "theta", "assoc"} in [-1, 1].
 
-    The network maps ``group_size`` concatenated observations to ``group_size`` actions
-    (tanh output). MDLBI: group_size 1. Centralized DDPG: group_size n_bs, and the actor
-    exported for BS ``index`` slices its own action; on a local observation alone it fills
-    the other BSs' observations with zeros, and ``wrap_policy`` (used by evaluation) feeds
-    the real concatenated observations, i.e. the centralized controller it was trained as.
+    One MLP with a tanh output gives the *raw action* z in [-1, 1] (what exploration perturbs
+    and the critic scores); a fixed, parameter-free map turns z into the env's action:
+      precoders  "direct":          W = z_W, the paper's 2 N_b K real / imaginary entries;
+                 "power-direction": the same 2 N_b K entries plus one power entry q_k per user,
+                                    W[:, :, k] = z_W[:, :, k] * exp(power_range (q_k - 1)): the
+                                    split of P_max over users is one number per user instead
+                                    of being implied by 2 N_b entries each (the env still
+                                    normalizes to P_max, eq. 2);
+      association "claims":   the paper's L entries c_l (D_a counts L): the BS claims the IRS
+                              argmax_l c_l if c_l > 0 and puts all its users on it (assoc[k, l] = c_l
+                              for every k, so the env's per-user rule gives exactly that);
+                  "per-user": K x L scores as the env takes them (a user's best score > 0 picks
+                              its IRS; a BS claims every IRS one of its users picked).
+    Both maps are element-wise (exp, product, broadcast): the network itself stays an
+    MLP with a tanh output.
+
+    The network maps ``group_size`` concatenated observations to ``group_size`` raw actions.
+    MDLBI: group_size 1. Centralized DDPG: group_size n_bs, and the actor exported for BS
+    ``index`` slices its own action; on a local observation alone it fills the other BSs'
+    observations with zeros, and ``wrap_policy`` (used by evaluation) feeds the real
+    concatenated observations, i.e. the centralized controller it was trained as.
     """
 
     def __init__(self, obs_dim: int, n_antennas: int, n_users: int, n_irs: int, n_elements: int,
                  hidden: Sequence[int] = (256, 256), group_size: int = 1, index: int = 0,
-                 agent_ids: Sequence[str] = ()) -> None:
+                 agent_ids: Sequence[str] = (), precoder_head: str = "direct", assoc_head: str = "per-user",
+                 power_range: float = 5.0) -> None:
         super().__init__()
         if not 0 <= int(index) < int(group_size):
             raise ConfigError(f"index: {index} is not a member of a group of {group_size}")
+        if precoder_head not in PRECODER_HEADS:
+            raise ConfigError(f"algo.precoder_head: {precoder_head!r} is unknown; use one of {list(PRECODER_HEADS)}")
+        if assoc_head not in ASSOC_HEADS:
+            raise ConfigError(f"algo.assoc_head: {assoc_head!r} is unknown; use one of {list(ASSOC_HEADS)}")
         self._kw = dict(obs_dim=int(obs_dim), n_antennas=int(n_antennas), n_users=int(n_users), n_irs=int(n_irs),
                         n_elements=int(n_elements), hidden=[int(h) for h in hidden], group_size=int(group_size),
-                        index=int(index), agent_ids=[str(a) for a in agent_ids])
+                        index=int(index), agent_ids=[str(a) for a in agent_ids], precoder_head=str(precoder_head),
+                        assoc_head=str(assoc_head), power_range=float(power_range))
         Nb, K, L, Nl = self._kw["n_antennas"], n_users, n_irs, n_elements
         self.shapes = {"W": (2, Nb, K), "theta": (L, Nl), "assoc": (K, L)}
-        self.act_dim = 2 * Nb * K + L * Nl + K * L
-        # out_gain 1 on the precoder part would be nicer for the power normalization; a small
-        # gain keeps the initial scores near 0 (associations undecided) as the paper's random init.
+        self.raw_shapes = {"W": (2, Nb, K)}
+        if precoder_head == "power-direction":
+            self.raw_shapes["power"] = (K,)
+        self.raw_shapes["theta"] = (L, Nl)
+        self.raw_shapes["assoc"] = (L,) if assoc_head == "claims" else (K, L)
+        self.act_dim = sum(math.prod(s) for s in self.raw_shapes.values())
+        # A small last-layer gain keeps the initial scores near 0 (associations undecided), as
+        # the paper's random initialization.
         self.net = MLP(group_size * obs_dim, group_size * self.act_dim, hidden, "relu", out_gain=0.1)
 
     def arch_kwargs(self) -> dict[str, Any]:
         return dict(self._kw)
 
     def joint(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, group_size * obs_dim) -> (B, group_size, act_dim) in [-1, 1] (tanh)."""
+        """(B, group_size * obs_dim) -> raw actions (B, group_size, act_dim) in [-1, 1] (tanh)."""
         return torch.tanh(self.pre(x))
 
     def pre(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,14 +158,19 @@ class P2BSActor(Actor):
         return self.net(x).view(x.shape[0], self._kw["group_size"], self.act_dim)
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        for key, shape in self.shapes.items():
-            n = 1
-            for s in shape:
-                n *= s
-            out[key] = flat[:, i:i + n].reshape(flat.shape[0], *shape)
+        """Raw action (B, act_dim) -> the env's action dict (the fixed map of the class docstring)."""
+        raw, i = {}, 0
+        for key, shape in self.raw_shapes.items():
+            n = math.prod(shape)
+            raw[key] = flat[:, i:i + n].reshape(flat.shape[0], *shape)
             i += n
-        return out
+        W = raw["W"]
+        if "power" in raw:
+            W = W * torch.exp(self._kw["power_range"] * (raw["power"] - 1.0))[:, None, None, :]
+        assoc = raw["assoc"]
+        if assoc.ndim == 2:  # claims (B, L) -> the same scores for every user (B, K, L)
+            assoc = assoc.unsqueeze(1).expand(-1, self._kw["n_users"], -1)
+        return {"W": W, "theta": raw["theta"], "assoc": assoc}
 
     def forward(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         g, m, d = self._kw["group_size"], self._kw["index"], self._kw["obs_dim"]
@@ -155,7 +209,8 @@ class MDLBI(Algorithm):
         self.groups: list[tuple[str, ...]] = [self.ids] if cfg.centralized else [(a,) for a in self.ids]
         self.group_names = ["central"] if cfg.centralized else list(self.ids)
         self.gen = torch.Generator().manual_seed(self.seed)
-        dims = dict(obs_dim=env.obs_dim, n_antennas=env.Nb, n_users=env.K, n_irs=env.L, n_elements=env.Nl, hidden=cfg.hidden)
+        dims = dict(obs_dim=env.obs_dim, n_antennas=env.Nb, n_users=env.K, n_irs=env.L, n_elements=env.Nl, hidden=cfg.hidden,
+                    precoder_head=cfg.precoder_head, assoc_head=cfg.assoc_head, power_range=cfg.power_range)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             actors, critics = {}, {}
@@ -174,6 +229,7 @@ class MDLBI(Algorithm):
         self.buffer = ReplayBuffer(cfg.buffer_size)
         self.transitions = 0
         self.updates = 0
+        self._raw: tuple[Obs, dict[str, torch.Tensor]] | None = None  # last act(): (obs, raw action per agent)
 
     # ---------------------------------------------------------------- acting
 
@@ -190,24 +246,28 @@ class MDLBI(Algorithm):
     @torch.no_grad()
     def act(self, obs: Obs, state: torch.Tensor, explore: bool) -> Action:
         actions: Action = {}
+        raw: dict[str, torch.Tensor] = {}
         sigma = self._noise_std() if explore else 0.0
         for name, members in zip(self.group_names, self.groups):
             net = self.actor_nets[name]
             joint = net.joint(self._group_obs(obs, members))
-            if sigma > 0:
+            if sigma > 0:  # exploration on the raw action, the space the critic scores
                 joint = (joint + sigma * torch.randn(joint.shape, generator=self.gen)).clamp(-1.0, 1.0)
             for i, a in enumerate(members):
+                raw[a] = joint[:, i].clone()
                 actions[a] = net.split(joint[:, i])
+        self._raw = (obs, raw)
         return actions
 
-    def _flat_action(self, act: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([torch.as_tensor(act[k]).float().flatten(1) for k in ("W", "theta", "assoc")], -1)
-
     def observe(self, obs: Obs, state: torch.Tensor, action: Action, result: StepResult, next_state: torch.Tensor) -> None:
+        if self._raw is None or self._raw[0] is not obs:
+            raise ConfigError("MDLBI.observe: call act() on the same observation first (the raw action is stored there)")
+        raw = self._raw[1]
+        self._raw = None
         self.buffer.add({
             "obs": {a: torch.as_tensor(obs[a]).float() for a in self.ids},
             "next_obs": {a: torch.as_tensor(result.obs[a]).float() for a in self.ids},
-            "action": {a: self._flat_action(action[a]) for a in self.ids},
+            "action": {a: raw[a] for a in self.ids},
             "reward": {a: result.rewards[a].float() * self.cfg.reward_scale for a in self.ids},
             # Truncation (episode_steps) is a time limit, not a terminal state: bootstrap through it.
             "terminated": result.terminated.float(),

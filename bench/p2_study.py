@@ -33,10 +33,10 @@ from twin.scenarios import get_scenario
 CASES = ((10, 1), (30, 1), (30, 2), (30, 4))   # P2 Fig. 4 (K, L), M = 2
 
 
-def algo_cfg(name: str, num_envs: int, hidden: tuple[int, ...]) -> MDLBIConfig:
-    # One gradient update per collected transition, the paper's ratio (B transitions per step).
+def algo_cfg(name: str, updates_per_step: int, hidden: tuple[int, ...]) -> MDLBIConfig:
+    # Paper defaults otherwise; updates_per_step gradient updates per batched step of num_envs transitions.
     base = CentralDDPGConfig() if name == "ddpg-central" else MDLBIConfig()
-    return dataclasses.replace(base, updates_per_step=num_envs, hidden=hidden)
+    return dataclasses.replace(base, updates_per_step=updates_per_step, hidden=hidden)
 
 
 def train_one(out: Path, algo: str, K: int, L: int, seed: int, a: argparse.Namespace) -> Path:
@@ -51,7 +51,7 @@ def train_one(out: Path, algo: str, K: int, L: int, seed: int, a: argparse.Names
     tc = TrainConfig(scenario="p2", algo=algo, steps=a.steps, num_envs=a.num_envs, seed=seed, log_every=a.log_every,
                      eval_every=a.eval_every, eval_episodes=a.eval_episodes, checkpoint_every=a.steps)
     t0 = time.perf_counter()
-    Trainer(run, tc, scn, algo_cfg(algo, a.num_envs, tuple(a.hidden))).run(plot=False)
+    Trainer(run, tc, scn, algo_cfg(algo, a.updates_per_step, tuple(a.hidden))).run(plot=False)
     print(f"  trained {run.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     return run
 
@@ -165,6 +165,76 @@ def print_mobility(out: dict) -> None:
     print(f"SUMMARY mobility: adaptive - fixed association gap {gap[:10].mean():.2f} (first 10 slots) -> {gap[-10:].mean():.2f} (last 10) bit/s/Hz")
 
 
+def _slot_rate(env: P2Env, W: torch.Tensor) -> torch.Tensor:
+    """Sum rate (B,) of precoders W (B, n_bs, N_b, K) on the env's current slot, no IRS claimed,
+    W masked to own users and scaled to P_max exactly as the env does."""
+    from twin import multicell as mc
+
+    s, B, nb = env.scene, env.num_envs, env.n_bs
+    own = s.user_cell.unsqueeze(1) == torch.arange(nb).view(1, nb, 1)
+    W = W * own.unsqueeze(2).to(W.dtype)
+    W = W * (env.cfg.p_max_w ** 0.5 / torch.linalg.vector_norm(W.flatten(2), dim=-1).clamp_min(1e-12))[:, :, None, None]
+    phi = torch.ones(B, env.L, env.Nl, dtype=s.h_IU.dtype)
+    none = torch.zeros(B, nb, env.L, dtype=torch.bool)
+    ev = mc.evaluate(s.H_BI, s.h_IU, s.h_BU, phi, none, s.user_cell, torch.full((B, env.K), -1), W.to(s.h_BU.dtype), env.cfg.noise_w)
+    return ev["sum_rate_bps_hz"]
+
+
+def cmd_diagnose(a: argparse.Namespace) -> None:
+    """Why the learners sat at the random level: simple precoders and the actor's capacity.
+
+    Heuristics (no IRS): random entries; all power on the first own user with a fixed beam
+    (uses only the own-user mask, no CSI); MRT on every own user; MRT on the strongest own
+    user. Capacity check (not part of the product): the MDLBI actor network with each
+    precoder head trained by the *exact* gradient of the sum rate through the channel model
+    (a perfect critic) on fresh slots: the best a DDPG actor of that shape could reach."""
+    from agents.mdlbi import P2BSActor
+
+    K, L = a.mobility_case
+    env = P2Env(num_envs=256, cfg=get_scenario("p2", n_users=K, n_irs=L), seed=0)
+    env.reset(seed=12345)
+    s, nb, Nb = env.scene, env.n_bs, env.Nb
+    own = s.user_cell.unsqueeze(1) == torch.arange(nb).view(1, nb, 1)
+    g = torch.Generator().manual_seed(0)
+    u = lambda: 2 * torch.rand(env.num_envs, nb, Nb, K, generator=g) - 1
+    first = torch.zeros(env.num_envs, nb, K).scatter_(2, own.float().argmax(-1, keepdim=True), 1.0)
+    e1 = torch.zeros(env.num_envs, nb, Nb, K, dtype=torch.complex64)
+    e1[:, :, 0, :] = first
+    mrt = (s.h_BU / s.h_BU.abs().square().sum(-1, keepdim=True).sqrt()).transpose(-1, -2)   # (B, nb, Nb, K)
+    best = torch.zeros(env.num_envs, nb, K).scatter_(2, (s.h_BU.abs().square().sum(-1) * own).argmax(-1, keepdim=True), 1.0)
+    rows = {"random entries (as the random policy)": _slot_rate(env, torch.complex(u(), u())),
+            "first own user, fixed beam (no CSI)": _slot_rate(env, e1),
+            "MRT, every own user, equal power": _slot_rate(env, mrt),
+            "MRT, strongest own user only": _slot_rate(env, mrt * best.unsqueeze(2))}
+    print(f"K={K} L={L}: sum rate of simple precoders on 256 slots (bit/s/Hz)")
+    for name, r in rows.items():
+        print(f"  {name:40s} {float(r.mean()):6.2f}")
+    obs = lambda: env._all_obs()
+    for head in ("direct", "power-direction"):
+        torch.manual_seed(0)
+        actor = P2BSActor(env.obs_dim, Nb, K, L, env.Nl, hidden=tuple(a.hidden), precoder_head=head)
+        opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
+        t0, hist = time.perf_counter(), []
+        for it in range(a.diag_iters):
+            env.reset(seed=10_000 + it)
+            o = obs()
+            W = actor(o.reshape(-1, env.obs_dim))["W"].reshape(env.num_envs, nb, 2, Nb, K)
+            r = _slot_rate(env, torch.complex(W[:, :, 0], W[:, :, 1]))
+            opt.zero_grad()
+            (-r.mean()).backward()
+            opt.step()
+            hist.append(float(r.mean()))
+        env.reset(seed=12345)
+        with torch.no_grad():
+            W = actor(obs().reshape(-1, env.obs_dim))["W"].reshape(env.num_envs, nb, 2, Nb, K)
+            held = float(_slot_rate(env, torch.complex(W[:, :, 0], W[:, :, 1])).mean())
+        print(f"  actor '{head}' head, exact-gradient training ({a.diag_iters} x 256 slots, {time.perf_counter() - t0:.0f} s): "
+              f"best window {max(np.mean(hist[i:i + 50]) for i in range(0, len(hist), 50)):.2f}, held-out {held:.2f}")
+    print(f"SUMMARY diagnose K={K} L={L}: random {float(rows['random entries (as the random policy)'].mean()):.2f}, "
+          f"no-CSI one user {float(rows['first own user, fixed beam (no CSI)'].mean()):.2f}, "
+          f"MRT strongest {float(rows['MRT, strongest own user only'].mean()):.2f} bit/s/Hz")
+
+
 def cmd_plot(a: argparse.Namespace) -> None:
     import matplotlib
 
@@ -209,24 +279,26 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "plot", "report"))
+    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "plot", "report", "diagnose"))
     ap.add_argument("--out", type=Path, default=Path("runs/p2study"))
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--num-envs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--num-envs", type=int, default=64)
+    ap.add_argument("--updates-per-step", type=int, default=4, help="gradient updates per batched step (per BS)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--episode-steps", type=int, default=100, help="slots per episode (paper 800)")
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--eval-episodes", type=int, default=4)
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     ap.add_argument("--ref-steps", type=int, default=20, help="slots of each reference rollout in the sweep (WMMSE is slow)")
     ap.add_argument("--case", type=int, nargs=2, default=None, metavar=("K", "L"), help="sweep only this (K, L) case")
     ap.add_argument("--horizon", type=int, default=100, help="slots of the mobility episode")
-    ap.add_argument("--mobility-case", type=int, nargs=2, default=[30, 2], metavar=("K", "L"))
+    ap.add_argument("--mobility-case", type=int, nargs=2, default=[30, 2], metavar=("K", "L"), help="also the case of diagnose")
+    ap.add_argument("--diag-iters", type=int, default=600, help="exact-gradient iterations of the diagnose capacity check")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "plot": cmd_plot, "report": cmd_report}[a.phase](a)
+    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -144,7 +145,7 @@ def test_bundle_round_trip(tmp_path, cfg):
     if cfg.centralized:  # evaluation runs the central controller on all observations
         joint = algo.actor_nets["central"].joint(torch.cat([obs[a] for a in env.agent_ids], -1))
         pol = actors_policy(algo.actors(), algo.role_of)(env, obs)
-        assert torch.allclose(pol["bs1"]["W"], joint[:, 1, :2 * env.Nb * env.K].reshape(3, 2, env.Nb, env.K))
+        assert torch.allclose(pol["bs1"]["W"], algo.actor_nets["central"].split(joint[:, 1])["W"])
 
 
 def test_reference_decisions_are_valid_and_collision_free():
@@ -161,16 +162,52 @@ def test_reference_decisions_are_valid_and_collision_free():
 
 
 def test_tiny_run_beats_random_association():
-    """A short MDLBI run with IRS-dominated links (weak direct paths, one IRS inside each cell)
-    beats random decisions on the same seeded episodes."""
-    over = dict(n_users=2, n_irs=2, n_bs_antennas=1, n_elements=8, pl_exp_bs_user=5.0, episode_steps=50)
-    env = small_env(num_envs=8, **over)
-    ev = small_env(num_envs=8, seed=1, **over)
-    # Bandit-style settings for a short budget (gamma 0: the action barely moves the next state).
-    cfg = MDLBIConfig(lr_actor=1e-3, lr_critic=3e-3, tau=0.01, learning_starts=64, hidden=(32, 32), gamma=0.0,
-                      updates_per_step=4, batch_size=64)
-    algo = MDLBI(env, cfg, seed=0)
-    train(algo, env, 200)
+    """A short run with the default MDLBI configuration (paper hyper-parameters, default heads)
+    beats random decisions on the same seeded episodes by a clear margin. (With the paper-literal
+    heads, precoder_head="direct" and assoc_head="per-user", the same run stays at 0.97-1.10x
+    random: docs/RESULTS.md P2, diagnosis.)"""
+    env = small_env(num_envs=32)
+    ev = small_env(num_envs=8, seed=1)
+    algo = MDLBI(env, MDLBIConfig(), seed=0)
+    train(algo, env, 100)
     learned = rollout(ev, actors_policy(algo.actors(), algo.role_of), 99)["sum_rate"].mean()
     rand = rollout(ev, p2_reference_policies(ev, 0, include_upper=False)["random"], 99)["sum_rate"].mean()
-    assert learned > rand * 1.02
+    assert learned > rand * 1.25
+
+
+def test_heads_map_raw_actions_to_env_actions():
+    """claims head: one entry per IRS; the BS claims argmax_l c_l iff it is > 0 and puts all its
+    users there. power-direction head: a user's column is scaled by exp(power_range (q - 1))."""
+    env = small_env(num_envs=1)
+    env.reset(seed=4)
+    env.set_scene(user_cell=torch.tensor([[0, 0, 1, 1]]))
+    actor = MDLBI(env, MDLBIConfig(hidden=(8, 8)), seed=0).actor_nets["bs0"]
+    Nb, K, L, Nl = env.Nb, env.K, env.L, env.Nl
+    assert actor.act_dim == 2 * Nb * K + K + L * Nl + L
+
+    def raw(q: list[float], c: list[float]) -> torch.Tensor:
+        return torch.cat([torch.full((2 * Nb * K,), 0.5), torch.tensor(q), torch.zeros(L * Nl), torch.tensor(c)]).unsqueeze(0)
+
+    a = actor.split(raw([1.0, -1.0, 1.0, 0.0], [-0.2, 0.3]))
+    col = a["W"].square().sum((1, 2))[0]                       # column powers
+    assert torch.allclose(col / col[0], torch.tensor([1.0, math.exp(-20.0), 1.0, math.exp(-10.0)]), rtol=1e-4)
+    quiet = actor.split(raw([1.0] * K, [-0.2, -0.1]))
+    act = {"bs0": a, "bs1": quiet}
+    d = env.decode_actions(act)
+    assert d["claims"][0].tolist() == [[False, True], [False, False]]
+    assert d["user_irs"][0].tolist() == [1, 1, -1, -1]
+
+
+def test_raw_actions_stored_for_the_critic():
+    """The buffer holds the actor's raw (exploration-perturbed) outputs, not the env actions."""
+    env = small_env(num_envs=2)
+    algo = MDLBI(env, FAST, seed=0)
+    obs = env.reset(seed=0)
+    act = algo.act(obs, env.state(), explore=True)
+    res = env.step(act)
+    algo.observe(obs, env.state(), act, res, env.state())
+    stored = algo.buffer.sample(4, torch.Generator().manual_seed(0))["action"]["bs0"]
+    assert stored.shape[-1] == algo.actor_nets["bs0"].act_dim
+    assert float(stored.abs().max()) <= 1.0
+    with pytest.raises(Exception, match="act"):
+        algo.observe(res.obs, env.state(), act, env.step(act), env.state())
