@@ -21,6 +21,7 @@ input buffer, cos / sin tables of the phase encoding. Batches (B > 1) run row by
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Callable
 
@@ -68,6 +69,10 @@ class KNNSearch:
         self._zero_m = np.zeros(1, dtype=np.int64)
         self._pow2 = np.left_shift(np.int64(1), np.arange(63, dtype=np.int64))
         self._valid = np.ones(self.k, dtype=bool)
+        self._subsets: dict[tuple[int, int], np.ndarray] = {}
+        self._pad_coord = -1 - np.arange(8)               # distinct, never a real coordinate
+        self._zero_d = np.zeros(8)
+        self._zero_i = np.zeros(8, dtype=np.int64)
         self.fast = True
 
     def _phase_tables(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,12 +160,17 @@ class KNNSearch:
         if nch > 62:                                          # combinations are int64 bitmasks of changes
             return None
         vals = delta[ci, oi]
-        later = ci[None, :] > ci[:, None]                     # change j may follow change i
         Te = T + TOL
+        floor = np.cumsum(np.sort(vals)).tolist()            # no d changes cost less than floor[d-1]
+        D = 4 if nch <= 14 else 3 if nch <= 20 else 0
+        if D:
+            res = self._one_shot(ci, oi, vals, D, Te, floor, best, cmin)
+            if res is not NotImplemented:
+                return res
+        later = ci[None, :] > ci[:, None]                     # change j may follow change i
         s, last, mask = vals, ar[:nch], self._pow2[:nch]
         level_s, level_m = [self._zero, s], [self._zero_m, mask]
         total = 1 + nch
-        floor = np.cumsum(np.sort(vals)).tolist()            # no d changes cost less than floor[d-1]
         depth = 1
         while True:
             if total >= k:
@@ -185,6 +195,43 @@ class KNNSearch:
         acts = np.repeat(best[None], k, 0)
         acts[rows, ci[chs]] = oi[chs]
         return acts, cmin[None].sum(-1) + top[:k], self._valid
+
+    def _one_shot(self, ci: np.ndarray, oi: np.ndarray, vals: np.ndarray, D: int, Te: float, floor: list,
+                  best: np.ndarray, cmin: np.ndarray) -> Any:
+        """``_fast``'s enumeration in one step for few changes: every set of at most D of the
+        nch single changes (a cached index table, padded with null changes), those on
+        distinct coordinates within the bound. NotImplemented when an action of D + 1
+        changes could still be among the k best (the level-by-level enumeration then runs)."""
+        k, TOL = self.k, 1e-9
+        nch, N2 = ci.size, best.size
+        tab = self._subset_table(nch, D)                                          # (M, D)
+        C = np.concatenate([ci, self._pad_coord[:D]])[tab]                         # coordinates, pads < 0
+        ok = C[:, 0] != C[:, 1]                       # changes are sorted by coordinate: neighbours suffice
+        for j in range(1, D - 1):
+            ok &= C[:, j] != C[:, j + 1]
+        S = np.concatenate([vals, self._zero_d[:D]])[tab].sum(1)
+        keep = np.nonzero(ok & (S <= Te))[0]
+        S = S[keep]
+        bound = float(np.partition(S, k - 1)[k - 1]) + TOL if S.size >= k else Te
+        if D < nch and floor[D] <= bound:
+            return NotImplemented
+        order = np.argsort(S, kind="stable")[:k + 1]
+        top = S[order]
+        if top.size <= k or float(np.diff(top).min()) <= TOL:
+            return None
+        sel = tab[keep[order[:k]]]                                                 # (k, D) change ids
+        acts = np.empty((k, N2 + 1), dtype=best.dtype)                             # last column: null changes
+        acts[:, :N2] = best
+        acts[self._ar[:k, None], np.concatenate([ci, np.full(D, N2)])[sel]] = np.concatenate([oi, self._zero_i[:D]])[sel]
+        return acts[:, :N2], cmin[None].sum(-1) + top[:k], self._valid
+
+    def _subset_table(self, nch: int, D: int) -> np.ndarray:
+        t = self._subsets.get((nch, D))
+        if t is None:
+            rows = [list(c) + [nch + j for j in range(len(c), D)]
+                    for d in range(D + 1) for c in itertools.combinations(range(nch), d)]
+            t = self._subsets[(nch, D)] = np.array(rows, dtype=np.int64).reshape(-1, D)
+        return t
 
     def _pair_table(self, wa: int, wb: int) -> tuple[np.ndarray, np.ndarray]:
         t = self._pairs.get((wa, wb))
