@@ -306,7 +306,11 @@ class AgentDaemon:
             await self.transport.subscribe(f"welcome/{self.agent}", callback=self._on_welcome)
             await self.transport.subscribe("ctl/", callback=self._on_control)
             for prefix in _peer_prefixes(self.bundle.scenario_name, self.agent):
-                await self.transport.subscribe(prefix, callback=self._on_peer)
+                # One subscription per peer rather than the whole family: the bus never echoes
+                # this daemon's own messages back to it (one delivery less per slot).
+                peers = [a for a in getattr(self.bundle, "agent_ids", ()) if a != self.agent]
+                for topic in [prefix + a for a in peers] if prefix.endswith("/") and peers else [prefix]:
+                    await self.transport.subscribe(topic, callback=self._on_peer)
             await self._hello()
             tasks = [asyncio.ensure_future(self._serve(obs_sub)), asyncio.ensure_future(self._heartbeats())]
             stop = asyncio.ensure_future(self._stop.wait())

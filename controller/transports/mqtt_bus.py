@@ -92,17 +92,14 @@ class MqttTransport(Transport):
                         self.stats.reconnects += 1
                     first = False
                     backoff = 0.05
+                    paho = getattr(client, "_client", None)
+                    if paho is not None:
+                        # Deliver straight from paho's read callback: aiomqtt's iterator costs a
+                        # queue, a task and an asyncio.wait per message.
+                        paho.on_message = self._on_paho_message
                     self._connected.set()
-                    async for message in client.messages:
-                        topic = str(message.topic)
-                        if not topic.startswith(self.root):
-                            self.stats.dropped_malformed += 1
-                            continue
-                        payload = message.payload
-                        if not isinstance(payload, (bytes, bytearray)):
-                            self.stats.dropped_malformed += 1
-                            continue
-                        self._dispatch(topic[len(self.root):], bytes(payload))
+                    async for message in client.messages:   # idle with the direct path; ends on disconnect
+                        self._deliver(str(message.topic), message.payload)
             except aiomqtt.MqttError as exc:
                 self._first_error = self._first_error or exc
                 text = str(exc).lower()
@@ -117,6 +114,20 @@ class MqttTransport(Transport):
                 break
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
+
+    def _on_paho_message(self, _client, _userdata, message) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            self.stats.dropped_malformed += 1
+            return
+        self._deliver(topic, message.payload)
+
+    def _deliver(self, topic: str, payload) -> None:
+        if not topic.startswith(self.root) or not isinstance(payload, (bytes, bytearray)):
+            self.stats.dropped_malformed += 1
+            return
+        self._dispatch(topic[len(self.root):], bytes(payload))
 
     async def _wait_link(self) -> aiomqtt.Client | None:
         if not self._connected.is_set():
