@@ -381,8 +381,8 @@ class P1Env(BatchedEnv):
     def _evolve_in_parallel(self) -> bool:
         s = self.scene
         normals = 2 * (s.H_BR_nlos.numel() + s.h_RU_nlos.numel() + s.h_BU_nlos.numel())
-        return (self.cfg.fading_correlation < 1.0 and torch.get_num_threads() >= 2
-                and normals >= self.parallel_min_normals)
+        return (self.device.type == "cpu" and self.cfg.fading_correlation < 1.0
+                and torch.get_num_threads() >= 2 and normals >= self.parallel_min_normals)
 
     def _draw_arrivals(self) -> torch.Tensor:
         """Poisson arrivals a_l(t) of the slot, from ``self._gen``."""
