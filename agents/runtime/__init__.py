@@ -24,6 +24,10 @@ torch actor, imported on first need; ``allow_torch=False`` refuses them instead.
 equal the torch actor's: exactly for discrete outputs (up to float ties, docs/MODELS.md),
 to float32 rounding for continuous ones.
 
+Run daemons with ``OPENBLAS_NUM_THREADS=1`` in their environment (it must be set before numpy
+is imported): MAQ-WP's Q_low over k = 50 candidates is above OpenBLAS's threading threshold,
+and a second BLAS thread costs more than it saves at these sizes and escapes core pinning.
+
 The package must not import torch at module level (tests check it in a subprocess);
 ``agents.runtime.describe`` (export side) is the one module that does.
 """

@@ -242,7 +242,18 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
         return lambda r: np.remainder(g(r), v)
     if op == "bits_feature":
         g, mb = one(), float(p["max_bits"])
-        return lambda r: _bits_feature(g(r), mb)
+        cache: dict[int, np.ndarray] = {}     # B = 1: one (1, 1) array per resolution, never written to
+
+        def bits_feature(r: list) -> np.ndarray:
+            bits = g(r)
+            if bits.shape[0] != 1:
+                return _bits_feature(bits, mb)
+            key = int(bits[0])
+            v = cache.get(key)
+            if v is None:
+                v = cache[key] = _bits_feature(bits, mb)
+            return v
+        return bits_feature
     if op == "quantize_phase":
         th, bits = ins
         return lambda r: _quantize_phase(th(r), bits(r))
