@@ -272,8 +272,10 @@ def _export_runtime(tmp: Path, role: str, actor: Actor, spec: dict[str, Any]) ->
         graph, arrays = describe(ref_actor)
         graph = to_jsonable(graph)
         program = Program(graph, arrays)
-    except (NotDescribable, ValueError) as exc:
+    except NotDescribable as exc:
         return {"backend": "torch", "reason": str(exc)}
+    except Exception as exc:  # a describer bug must not break export (training): keep torch, say why
+        return {"backend": "torch", "reason": f"numpy description failed ({type(exc).__name__}: {exc})"}
     state: dict[str, np.ndarray] = {}
     for i, x in enumerate(_probe_observations(spec["observation_spec"], seed=_probe_seed(role))):
         with torch.inference_mode():

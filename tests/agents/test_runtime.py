@@ -251,6 +251,15 @@ def test_undescribable_or_stale_description_keeps_torch_for_that_role(tmp_path: 
     spec = json.loads((path / "manifest.json").read_text())["roles"]["bs0"]["runtime"]
     assert spec["backend"] == "torch" and "differ" in spec["reason"]
 
+    def broken(actor, g):      # a describer bug: export (and so training) still succeeds, on torch
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(describe_mod.DESCRIBERS, key, broken)
+    path, _, _ = _export("maq-pg", tmp_path / "c")
+    spec = json.loads((path / "manifest.json").read_text())["roles"]["bs0"]["runtime"]
+    assert spec["backend"] == "torch" and "RuntimeError: boom" in spec["reason"]
+    assert load_runtime(path).backend("bs0") == "torch"
+
 
 def test_decide_validates_observations_like_the_torch_bundle(tmp_path: Path) -> None:
     path, _, _ = _export("maq-pg", tmp_path)
