@@ -258,14 +258,17 @@ class AgentDaemon:
             self.counters["bad_observation"] += 1
             return
         t1 = time.perf_counter()
+        # The local observation for peers goes out before the board exchange: its encode and bus
+        # traffic overlap the serial wait instead of following the answer.
+        await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
         if self.cfg.delay_s > 0:
             await asyncio.sleep(self.cfg.delay_s)
+        t_apply = time.perf_counter()
         applied = self._apply(action) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
-        timing = {"decide_s": t1 - t0, "apply_s": t2 - t1, "recv_lag_s": recv_lag,
-                  "cpu_s": time.thread_time() - cpu0}   # decode + decide + apply, this thread's CPU
+        timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
+                  "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
         await self._publish(f"act/{self.agent}", m.Action(msg.slot, self.agent, action, applied, timing))
-        await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
         self.last_slot = msg.slot
         self.counters["answered"] += 1
         self._absorb_peers()

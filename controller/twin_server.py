@@ -247,9 +247,11 @@ class TwinServer:
         bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
         self._open_slot, self._got, self._all_in_at = slot, {}, None
         self._all_in = asyncio.get_running_loop().create_future()
-        # Encode first, then hand every observation to the transport at once: agents start together
-        # (MQTT confirms each publish on a later loop turn; awaiting them one by one staggers the agents).
-        await asyncio.gather(*(self._publish(topic, body) for topic, body in bodies))
+        # Encode first, then hand every observation to the transport back to back: agents start
+        # together. Neither transport suspends on a per-slot publish (ZeroMQ: a non-blocking send;
+        # MQTT QoS 0: queued on paho), so a plain loop does it without a task per observation.
+        for topic, body in bodies:
+            await self._publish(topic, body)
         got, all_in_at = await self._collect(slot, deadline)
 
         # Each answer as the env's action (hardware in the loop: the applied config for a surface).

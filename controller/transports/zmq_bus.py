@@ -386,6 +386,9 @@ class ZmqTransport(Transport):
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), 0.02)
                 except asyncio.TimeoutError:
+                    self._drain()   # belt and braces: look even if no readiness edge was seen
+                    if fut.done():
+                        break
                     if asyncio.get_running_loop().time() > deadline:
                         raise BusUnreachable(
                             f"transport: no ZeroMQ hub answered at {self.endpoints[0]} / {self.endpoints[1]} "
