@@ -112,13 +112,14 @@ class RuntimeBundle:
             self._torch.reset_state()
 
     def act(self, obs: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Batched actions (numpy) for every agent in ``obs`` (agent id -> (B, obs_dim))."""
+        """Batched actions (numpy) for every agent in ``obs`` (agent id -> (B, obs_dim)): a dict
+        of arrays, or one array for actors with a single output (as ``Bundle.act``)."""
         out: dict[str, Any] = {}
         for a, o in obs.items():
             role = self.role_of(a)
             x = np.ascontiguousarray(np.asarray(o, dtype=np.float32))
-            if role in self._numpy:
-                out[a] = self._numpy[role](x)
+            if role in self._numpy:       # as Bundle.act: an array for single-output actors
+                out[a] = _action_dict(self._numpy[role](x))
             else:
                 import torch
 
