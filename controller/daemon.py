@@ -66,6 +66,9 @@ class DaemonConfig:
             raise ConfigError(f"on_sigterm: {self.on_sigterm!r} must be 'hold' or 'safe'")
 
 
+SLOW_APPLY_S = 0.5e-3   # a board exchange this long (a serial link) has room for the share publish
+
+
 def load_agent_bundle(path: str) -> Any:
     """The bundle a daemon decides with: the torch-free numpy runtime (``agents.runtime``), which
     imports torch only for a role it cannot describe; the torch loader if the runtime is absent.
@@ -107,6 +110,7 @@ class AgentDaemon:
         self.last_slot = -1
         self.peers: dict[str, Any] = {}          # what this agent has seen of its allowed peers
         self._peer_raw: list[tuple[str, bytes]] = []
+        self._slow_apply = False                 # last board exchange took longer than SLOW_APPLY_S
         self._own_act = f"act/{cfg.agent}"
         self.driver = None
         self.safe_config: SurfaceConfig | None = None
@@ -258,9 +262,10 @@ class AgentDaemon:
             self.counters["bad_observation"] += 1
             return
         t1 = time.perf_counter()
-        # The local observation for peers goes out before the board exchange: its encode and bus
-        # traffic overlap the serial wait instead of following the answer.
-        await self._publish(f"share/{self.agent}", m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
+        share = m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at)
+        share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
+        if share_first:
+            await self._publish(f"share/{self.agent}", share)
         if self.cfg.delay_s > 0:
             await asyncio.sleep(self.cfg.delay_s)
         t_apply = time.perf_counter()
@@ -269,6 +274,9 @@ class AgentDaemon:
         timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
                   "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
         await self._publish(f"act/{self.agent}", m.Action(msg.slot, self.agent, action, applied, timing))
+        if not share_first:
+            await self._publish(f"share/{self.agent}", share)   # after the answer: not on its path
+        self._slow_apply = timing["apply_s"] > SLOW_APPLY_S
         self.last_slot = msg.slot
         self.counters["answered"] += 1
         self._absorb_peers()
