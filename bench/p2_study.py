@@ -1,8 +1,9 @@
-"""P2 study at small budgets: MDLBI vs centralized DDPG, (K, L) sweep, mobility, collisions.
+"""P2 study: MDLBI vs centralized DDPG, (K, L) sweep, mobility, collisions, and a diagnosis.
 
-  python bench/p2_study.py convergence --out runs/p2study --steps 1000 --seeds 0 1 2
-  python bench/p2_study.py sweep       --out runs/p2study --steps 500  --seeds 0 1 2
-  python bench/p2_study.py mobility    --out runs/p2study --horizon 100
+  python bench/p2_study.py convergence --out runs/p2study --steps 1600 --num-envs 64 --seeds 0 1 2
+  python bench/p2_study.py sweep       --out runs/p2study --steps 400 --case 30 1
+  python bench/p2_study.py mobility    --out runs/p2study --horizon 60 --mobility-case 10 1
+  python bench/p2_study.py diagnose    --mobility-case 10 1     # simple precoders, actor capacity
   python bench/p2_study.py report      --out runs/p2study
 
 Training runs are ordinary run directories (agents.training.Trainer, the code behind
@@ -223,7 +224,7 @@ def cmd_diagnose(a: argparse.Namespace) -> None:
             opt.zero_grad()
             (-r.mean()).backward()
             opt.step()
-            hist.append(float(r.mean()))
+            hist.append(float(r.detach().mean()))
         env.reset(seed=12345)
         with torch.no_grad():
             W = actor(obs().reshape(-1, env.obs_dim))["W"].reshape(env.num_envs, nb, 2, Nb, K)
