@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from twin.errors import BundleError, DriverError, MessageError, TransportError
+from twin.errors import ActionError, BundleError, ConfigError, DriverError, MessageError, TransportError
+from twin.hil import CONFIG_FROM_ACTION
 from twin.surface_config import SurfaceConfig
 
 from controller import messages as m
@@ -113,6 +114,7 @@ class AgentDaemon:
         self._slow_apply = False                 # last board exchange took longer than SLOW_APPLY_S
         self._own_act = f"act/{cfg.agent}"
         self.driver = None
+        self.board_resolutions: tuple[int, ...] = ()
         self.safe_config: SurfaceConfig | None = None
         self.energy_unit_j = float(self.bundle.scenario_config.get("energy_unit_j", 0.0) or 0.0)
         self._board_energy = False
@@ -131,6 +133,7 @@ class AgentDaemon:
 
         self.driver = drivers.open(self.cfg.driver_url)
         info = self.driver.info()
+        self.board_resolutions = tuple(info.resolutions)
         self.safe_config = SurfaceConfig.safe(info.n_elements, bits=min(info.resolutions))
         if self.cfg.watchdog_s > 0:
             self.driver.watchdog(self.cfg.watchdog_s, self.safe_config)
@@ -140,12 +143,19 @@ class AgentDaemon:
             except DriverError:
                 self._board_energy = False
 
-    def _apply(self, action: dict[str, np.ndarray]) -> SurfaceConfig | None:
-        if self.driver is None or not {"bits", "phase_idx", "on"} <= set(action):
+    def _apply(self, action: dict[str, np.ndarray], obs: np.ndarray | None = None) -> SurfaceConfig | None:
+        """Latch the action's configuration (``twin.hil`` maps it per scenario; a scenario without
+        surface agents, P2, has no mapping) and return what the board reports as applied."""
+        to_config = CONFIG_FROM_ACTION.get(self.bundle.scenario_name)
+        if self.driver is None or to_config is None:
             return None
-        requested = SurfaceConfig(bits=int(np.asarray(action["bits"]).reshape(())),
-                                  phase_idx=np.asarray(action["phase_idx"]).astype(np.int64),
-                                  on=np.asarray(action["on"]).astype(bool))
+        try:
+            requested = to_config(action, obs, self.bundle.scenario_config, self.board_resolutions)
+        except (ActionError, ConfigError):
+            self.counters["unmappable_action"] += 1
+            return None
+        if requested is None:
+            return None
         try:
             return self.driver.apply(requested, on_mismatch="return")
         except DriverError as exc:
@@ -269,7 +279,7 @@ class AgentDaemon:
         if self.cfg.delay_s > 0:
             await asyncio.sleep(self.cfg.delay_s)
         t_apply = time.perf_counter()
-        applied = self._apply(action) if self.status != "safe" else self.safe_config
+        applied = self._apply(action, obs) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
         timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
                   "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU

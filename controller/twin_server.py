@@ -126,9 +126,16 @@ class TwinServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.env, self.first_obs, self.bundle_hash = build_env(cfg)
-        # Surfaces whose boards report what they latched (hardware in the loop). Scenarios whose
-        # env cannot take a SurfaceConfig (P2-P4 today) run their actions through unchanged.
-        self.surface_ids = tuple(getattr(self.env, "irs_ids", ())) if hasattr(self.env, "irs_action_from_configs") else ()
+        # Surfaces whose boards report what they latched (hardware in the loop): an env with
+        # ``surface_action_from_configs`` (P3, P4) or P1's ``irs_action_from_configs``. A scenario
+        # without surface agents (P2: the BSs choose the phases) runs its actions through unchanged.
+        self._generic_hil = hasattr(self.env, "surface_action_from_configs")
+        if self._generic_hil:
+            self.surface_ids = tuple(self.env.surface_ids)
+        elif hasattr(self.env, "irs_action_from_configs"):
+            self.surface_ids = tuple(getattr(self.env, "irs_ids", ()))
+        else:
+            self.surface_ids = ()
         self.slot = 0
         self.joined: dict[str, str] = {}          # agent -> incarnation
         self.rejoins = Counter()
@@ -187,13 +194,24 @@ class TwinServer:
 
     # ---- the slot -------------------------------------------------------------------------
 
+    def _from_configs(self, agent: str, configs: list[SurfaceConfig], requested: Any = None) -> Any:
+        """The env's action for a surface from what its board latched (hardware in the loop)."""
+        if self._generic_hil:
+            return self.env.surface_action_from_configs(agent, configs, requested)
+        return self.env.irs_action_from_configs(configs)       # P1: the config is the whole action
+
+    def _fallback_config(self, agent: str) -> tuple[SurfaceConfig, str]:
+        """What a silent surface's board holds: its last applied config, or the safe pattern."""
+        if self.status.get(agent) == "safe" or agent not in self.last_applied:
+            bits = self.env.surface_bits if self._generic_hil else self.env.bit_choices[0]
+            return SurfaceConfig.safe(self.env.N, bits=bits), "safe"
+        return self.last_applied[agent], "hold"
+
     def _fallback(self, agent: str) -> tuple[Any, str]:
         """What a silent agent's device does this slot: (env action, 'hold' | 'safe')."""
         if agent in self.surface_ids:
-            if self.status.get(agent) == "safe" or agent not in self.last_applied:
-                cfg = SurfaceConfig.safe(self.env.N, bits=self.env.bit_choices[0])
-                return self.env.irs_action_from_configs([cfg]), "safe"
-            return self.env.irs_action_from_configs([self.last_applied[agent]]), "hold"
+            cfg, mode = self._fallback_config(agent)
+            return self._from_configs(agent, [cfg]), mode      # no request: the surface holds
         if agent in self.last_action:
             return self.last_action[agent], "hold"
         return _neutral_action(self.env.action_spaces[agent]), "safe"
@@ -202,7 +220,10 @@ class TwinServer:
         if msg.agent in self.surface_ids:
             if msg.applied is None:
                 raise ActionError(f"{msg.agent}: no applied configuration reported")
-            return self.env.irs_action_from_configs([msg.applied])   # hardware in the loop
+            requested = None
+            if self._generic_hil:   # P3 keeps the board-less parts of the request (beta_R, sign)
+                requested = _batched_action(msg.agent, msg.action, self.env.action_spaces[msg.agent])
+            return self._from_configs(msg.agent, [msg.applied], requested)   # hardware in the loop
         return _batched_action(msg.agent, msg.action, self.env.action_spaces[msg.agent])
 
     def _on_action(self, topic: str, payload: bytes) -> None:
@@ -289,9 +310,13 @@ class TwinServer:
                 self.missed[agent] += 1
                 action, entry["fallback"] = self._fallback(agent)
             actions[agent] = action
-            if agent in self.surface_ids:
+            if agent in self.surface_ids and not self._generic_hil:      # P1: the action is the config
                 entry["action"] = {} if msg is None else dict(msg.action)
                 entry["applied"] = {k: v[0] for k, v in action.items()}
+            elif agent in self.surface_ids:
+                entry["action"] = {} if msg is None else dict(msg.action)
+                config = msg.applied if agent in proposed else self._fallback_config(agent)[0]
+                entry["applied"] = config.to_dict()
             else:
                 entry["action"] = {k: v[0] for k, v in action.items()} if isinstance(action, dict) \
                     else {"action": action[0]}

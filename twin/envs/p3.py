@@ -31,22 +31,32 @@ T_q == 0, eq. 13) for algorithms with a global agent. Rates in bit/s (B = 100 MH
 in W; rewards are reported in Mbit/J (bit/J x 1e-6: the same EE, on a scale a Q-network
 can fit). Channels are static within an episode (preset fading_correlation = 1); reset
 draws new user positions and fading.
+
+Hardware in the loop (project extension): a STAR-RIS board latches theta_R as a b-bit phase
+index (2^b = 2 pi / Delta_theta; pi/16 -> 5 bits) and ON/OFF alpha, nothing else. Besides the
+plain increment, a star agent's action may be the dict {"increment", "theta_idx", "on"}
+(:meth:`star_action_from_configs`): the twin applies the increment for beta_R and the
+transmission sign (which the board does not hold) and takes theta_R and ON/OFF from what
+the board reports as applied (a stuck element shows in the rewards). The daemon's side,
+increment -> SurfaceConfig, is ``twin.hil.star_config_from_action``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from twin import star
+from twin import hil, star
 from twin.envs import validation as val
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
-from twin.errors import ConfigError
+from twin.errors import ActionError, ConfigError
 from twin.scene import P3Scene, evolve_p3, sample_p3
+from twin.surface_config import SurfaceConfig
 
 TWO_PI = 2.0 * math.pi
 N_STAR_OPS = 6
@@ -67,6 +77,7 @@ class P3Env(BatchedEnv):
         self.theta_levels = int(math.ceil(TWO_PI / c.delta_theta_rad - 1e-9))  # theta_R = i * Delta, i < this
         self.delta_w = c.delta_w_rel * math.sqrt(c.p_max_w / (self.M * self.K))
         self.star_ids = tuple(f"star{v}" for v in range(self.V))
+        self.surface_ids = self.star_ids          # agents with a board (hardware in the loop)
         self.agent_ids = self.star_ids + ("bs0",)
         N, M, K = self.N, self.M, self.K
         star_low = np.zeros(4 * N, np.float32)
@@ -161,15 +172,65 @@ class P3Env(BatchedEnv):
         return {a: torch.randint(0, self.action_spaces[a].n, (B,), generator=g, device=dev) for a in self.agent_ids}
 
     def decode_actions(self, actions: Action) -> dict[str, torch.Tensor]:
-        B, dev = self.num_envs, self.device
+        B, N, dev = self.num_envs, self.N, self.device
         val.check_agents(actions, self.agent_ids)
-        star_a = torch.stack([val.int_field(a, "increment", actions[a], (B,), 0, self.n_star_actions, dev)
-                              for a in self.star_ids], 1)                      # (B, V)
+        inc, theta, on, applied = [], [], [], []
+        for a in self.star_ids:
+            act = actions[a]
+            if isinstance(act, Mapping):    # hardware in the loop: the board's applied theta_R / ON
+                f = val.check_fields(a, act, ("increment", "theta_idx", "on"))
+                inc.append(val.int_field(a, "increment", f["increment"], (B,), 0, self.n_star_actions, dev))
+                theta.append(val.int_field(a, "theta_idx", f["theta_idx"], (B, N), 0, self.theta_levels, dev))
+                on.append(val.bool_field(a, "on", f["on"], (B, N), dev))
+                applied.append(True)
+            else:
+                inc.append(val.int_field(a, "increment", act, (B,), 0, self.n_star_actions, dev))
+                theta.append(torch.zeros(B, N, dtype=torch.long, device=dev))
+                on.append(torch.zeros(B, N, dtype=torch.bool, device=dev))
+                applied.append(False)
         bs_a = val.int_field("bs0", "increment", actions["bs0"], (B,), 0, self.n_bs_actions, dev)
-        return {"star": star_a, "bs": bs_a}
+        out = {"star": torch.stack(inc, 1), "bs": bs_a}                  # (B, V)
+        if any(applied):
+            out["applied"] = torch.tensor(applied, device=dev)            # (V,) which surfaces
+            out["applied_theta"] = torch.stack(theta, 1)                  # (B, V, N)
+            out["applied_on"] = torch.stack(on, 1)
+        return out
 
-    def _apply_star(self, star_a: torch.Tensor, which: torch.Tensor):
-        """Configuration after the increments of the surfaces selected by ``which`` (B, V) bool."""
+    # ---- hardware in the loop --------------------------------------------------------------
+
+    @property
+    def surface_bits(self) -> int:
+        """The board resolution that holds theta_R exactly (ConfigError if Delta_theta has none)."""
+        return hil.p3_board_bits(self.cfg.delta_theta_rad)
+
+    def star_action_from_configs(self, agent: str, configs: Sequence[SurfaceConfig],
+                                 increment: Any = None) -> dict[str, torch.Tensor]:
+        """Star ``agent``'s batched action from B applied SurfaceConfigs and its increment (B,)
+        (None: no change, a surface holding its board's state)."""
+        B, N, dev = self.num_envs, self.N, self.device
+        if agent not in self.star_ids:
+            raise ActionError(f"{agent}: not a STAR-RIS agent of P3 ({list(self.star_ids)})")
+        if len(configs) != B:
+            raise ActionError(f"configs: expected {B} SurfaceConfigs (one per environment), got {len(configs)}")
+        bits = self.surface_bits
+        for c in configs:
+            if c.n_elements != N:
+                raise ActionError(f"configs: a surface has {c.n_elements} elements, the scenario has N = {N}")
+            if c.bits != bits:
+                raise ActionError(f"configs.bits: resolution {c.bits}, P3's theta_R grid needs {bits} bits")
+        if increment is None:
+            increment = torch.full((B,), self.n_star_actions - 1, dtype=torch.long)
+        return {"increment": torch.as_tensor(increment).to(dev).long().reshape(B),
+                "theta_idx": torch.from_numpy(np.stack([c.phase_idx.astype(np.int64) for c in configs])).to(dev),
+                "on": torch.from_numpy(np.stack([c.on for c in configs])).to(dev)}
+
+    def surface_action_from_configs(self, agent: str, configs: Sequence[SurfaceConfig], requested: Any = None):
+        """Generic hardware-in-the-loop entry point (controller.twin_server)."""
+        return self.star_action_from_configs(agent, configs, requested)
+
+    def _apply_star(self, star_a: torch.Tensor, which: torch.Tensor, a: Mapping[str, torch.Tensor] | None = None):
+        """Configuration after the increments of the surfaces selected by ``which`` (B, V) bool;
+        a surface with an applied board configuration in ``a`` takes theta_R and ON/OFF from it."""
         N = self.N
         act = (star_a < N_STAR_OPS * N) & which                          # no-op or not selected: nothing
         elem = torch.where(act, star_a // N_STAR_OPS, torch.zeros_like(star_a))
@@ -184,6 +245,10 @@ class P3Env(BatchedEnv):
         theta = torch.where((theta >= 0) & (theta < self.theta_levels), theta, self.theta_idx)
         t_sign = torch.where(hit & (opn == 4), -self.t_sign, self.t_sign)
         on = torch.where(hit & (opn == 5), ~self.on, self.on)
+        if a is not None and "applied" in a:
+            board = (which & a["applied"]).unsqueeze(-1)                   # (B, V, 1)
+            theta = torch.where(board, a["applied_theta"], theta)
+            on = torch.where(board, a["applied_on"], on)
         return beta, theta, t_sign, on
 
     def _apply_bs(self, bs_a: torch.Tensor) -> torch.Tensor:
@@ -214,14 +279,14 @@ class P3Env(BatchedEnv):
         for v, aid in enumerate(self.star_ids):
             only = torch.zeros(B, V, dtype=torch.bool, device=self.device)
             only[:, v] = True
-            ev = self.evaluate_config(*self._apply_star(a["star"], only), self.W)
+            ev = self.evaluate_config(*self._apply_star(a["star"], only, a), self.W)
             rewards[aid] = (ev["ee_bit_per_j"] * REWARD_SCALE).float()
         W_new = self._apply_bs(a["bs"])
         ev = self.evaluate_config(self.beta_idx, self.theta_idx, self.t_sign, self.on, W_new)
         rewards["bs0"] = (ev["ee_bit_per_j"] * REWARD_SCALE).float()
         # Global reward (eq. 15): every change applied; this is the new state.
         all_v = torch.ones(B, V, dtype=torch.bool, device=self.device)
-        self.beta_idx, self.theta_idx, self.t_sign, self.on = self._apply_star(a["star"], all_v)
+        self.beta_idx, self.theta_idx, self.t_sign, self.on = self._apply_star(a["star"], all_v, a)
         self.W = W_new
         ev = self.evaluate_config(self.beta_idx, self.theta_idx, self.t_sign, self.on, self.W)
         global_turn = torch.full((B,), self.t % self.cfg.global_period == 0, dtype=torch.bool, device=self.device)

@@ -29,11 +29,19 @@ Reward (shared): ergodic sum-rate approximation (P4 eq. 11 via ``twin.statistica
 optionally mixed with Jain's index of the users' average throughput so far in the episode:
 ``r = (1 - omega) R_sum + omega J`` (eq. 46 was lost; project form, omega = the preset's
 ``fairness_weight``; omega = 0 is the pure sum rate, omega = 1 only fairness, as stated).
+
+Hardware in the loop (project extension): a PIN-diode board holds b-bit phases, so the RIS
+daemon quantizes its continuous phases to the nearest point of the board's finest grid
+(``twin.hil.ris_config_from_action``) and the twin steps with the latched phases
+(:meth:`ris_action_from_configs`, theta_n = 2 pi idx_n / 2^b). P4's model is unit-modulus:
+a board's OFF state has no counterpart, so the twin evaluates the latched phase of every
+element whatever its ON/OFF bit (the safe pattern, all OFF at phase 0, reads as phase 0).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -43,8 +51,9 @@ import torch
 from twin import statistical as st
 from twin.envs import validation as val
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
-from twin.errors import ConfigError
+from twin.errors import ActionError, ConfigError
 from twin.scene import P4Scene, sample_p4
+from twin.surface_config import SurfaceConfig
 
 
 def compress(z: torch.Tensor) -> torch.Tensor:
@@ -70,6 +79,8 @@ class P4Env(BatchedEnv):
         self.M, self.K, self.L, self.N, self.S = c.n_bs_antennas, c.n_users, c.n_ris, c.n_elements, c.n_scheduled
         self.codebook = st.schedule_codebook(self.K, self.S).to(self.device)   # (C, K) bool
         self.ris_ids = tuple(f"ris{l}" for l in range(self.L))
+        self.surface_ids = self.ris_ids           # agents with a board (hardware in the loop)
+        self.surface_bits = 1                     # safe pattern's resolution before any board report
         self.agent_ids = ("sched", "bs0") + self.ris_ids
         K = self.K
         inf = np.float32(np.inf)
@@ -191,6 +202,23 @@ class P4Env(BatchedEnv):
         theta = torch.stack([val.float_field(a, "theta", actions[a], (B, self.N), dev).to(self.rdtype)
                              for a in self.ris_ids], 1)
         return {"sched_idx": idx, "W_raw": torch.complex(w[:, 0], w[:, 1]).to(self.cdtype), "theta": theta.to(self.rdtype)}
+
+    def ris_action_from_configs(self, configs: Sequence[SurfaceConfig]) -> torch.Tensor:
+        """One RIS agent's batched action (B, N) float32: the phases the B boards report as latched."""
+        if len(configs) != self.num_envs:
+            raise ActionError(f"configs: expected {self.num_envs} SurfaceConfigs (one per environment), got {len(configs)}")
+        for c in configs:
+            if c.n_elements != self.N:
+                raise ActionError(f"configs: a surface has {c.n_elements} elements, the scenario has N = {self.N}")
+        theta = np.stack([c.phases_rad() for c in configs]).astype(np.float32)
+        return torch.from_numpy(theta).to(self.device)
+
+    def surface_action_from_configs(self, agent: str, configs: Sequence[SurfaceConfig], requested: Any = None):
+        """Generic hardware-in-the-loop entry point (controller.twin_server); the phases are all
+        a RIS agent decides, so the request adds nothing once the board has answered."""
+        if agent not in self.ris_ids:
+            raise ActionError(f"{agent}: not a RIS agent of P4 ({list(self.ris_ids)})")
+        return self.ris_action_from_configs(configs)
 
     def scaled_precoder(self, W_raw: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:
         """W_s = sqrt(P_max) S(W) / ||S(W)||_F (zero if the scheduled columns are all zero)."""
