@@ -90,16 +90,19 @@ def in_process(bundle_path, seed, slots, edit=None):
     return rows
 
 
-def deploy(bundle, agents, drivers, tmp_path, slots):
+def deploy(bundle, agents, drivers, tmp_path, slots, delays=None, deadline_s=2.0):
     bus = ZmqBus()
     log = tmp_path / "run.jsonl"
+    overrides = {a: {"driver_url": url} for a, url in drivers.items()}
+    for a, delay in (delays or {}).items():
+        overrides[a]["delay_s"] = delay
     try:
         summary, daemons = asyncio.run(run_deployment(
-            bus.cfg, bundle, log, slots, agents=agents,
-            daemon_overrides={a: {"driver_url": url} for a, url in drivers.items()}))
+            bus.cfg, bundle, log, slots, agents=agents, deadline_s=deadline_s, daemon_overrides=overrides))
     finally:
         bus.close()
-    assert summary["missed"] == {} and summary["invalid"] == {}
+    assert summary["invalid"] == {}
+    assert summary["missed"] == ({} if not delays else {a: slots for a in delays})
     records = read_runlog(log, "slot")
     assert [r["slot"] for r in records] == list(range(slots))
     return records, daemons
@@ -210,3 +213,25 @@ def test_p3_stuck_element_shows_in_the_twins_state_and_rewards(p3_bundle, tmp_pa
         assert {a: float(r[0]) for a, r in result.rewards.items()} == rec["rewards"]
         assert env.theta_idx[0, 0, 1] == 0 and bool(env.on[0, 1, 2])      # the twin's state is stuck too
     assert all(rec["rewards"] != row[1] for rec, row in zip(records, healthy))
+
+
+def test_p3_silent_surface_latches_the_safe_pattern_in_the_twin(p3_bundle, tmp_path):
+    """A STAR daemon that always answers after the deadline never reports an applied config: its
+    surface is the safe pattern (all OFF, phase 0) in the twin, with no increment applied."""
+    bundle, agents, N = p3_bundle
+    slots, deadline = 3, 0.3
+    sim = f"sim://?elements={N}&bits=5"
+    records, _ = deploy(bundle, agents, {"star0": sim, "star1": sim}, tmp_path, slots,
+                        delays={"star1": 2 * deadline}, deadline_s=deadline)
+
+    def star1_safe(env, actions):
+        return {**actions, "star1": {"increment": torch.tensor([env.n_star_actions - 1]),
+                                     "theta_idx": torch.zeros(1, N, dtype=torch.long),
+                                     "on": torch.zeros(1, N, dtype=torch.bool)}}
+
+    reference = in_process(bundle, 11, slots, edit=star1_safe)
+    for rec, (_, rewards, state) in zip(records, reference):
+        assert rec["missed"] == ["star1"] and rec["agents"]["star1"]["fallback"] == "safe"
+        assert rec["agents"]["star1"]["applied"] == {"bits": 5, "phase_idx": [0] * N, "on": [0] * N}
+        assert state["star1"] == ([0] * N, [False] * N)
+        assert rec["rewards"] == rewards

@@ -216,12 +216,15 @@ class P3Env(BatchedEnv):
         for c in configs:
             if c.n_elements != N:
                 raise ActionError(f"configs: a surface has {c.n_elements} elements, the scenario has N = {N}")
-            if c.bits != bits:
-                raise ActionError(f"configs.bits: resolution {c.bits}, P3's theta_R grid needs {bits} bits")
+            if c.bits > bits:
+                raise ActionError(f"configs.bits: resolution {c.bits} is finer than P3's theta_R grid ({bits} bits)")
         if increment is None:
             increment = torch.full((B,), self.n_star_actions - 1, dtype=torch.long)
+        # A coarser board config (e.g. a daemon's safe pattern at its lowest resolution) lies on
+        # the theta_R grid exactly: index i of 2^b' levels is index i 2^(b - b').
+        idx = np.stack([c.phase_idx.astype(np.int64) << (bits - c.bits) for c in configs])
         return {"increment": torch.as_tensor(increment).to(dev).long().reshape(B),
-                "theta_idx": torch.from_numpy(np.stack([c.phase_idx.astype(np.int64) for c in configs])).to(dev),
+                "theta_idx": torch.from_numpy(idx).to(dev),
                 "on": torch.from_numpy(np.stack([c.on for c in configs])).to(dev)}
 
     def surface_action_from_configs(self, agent: str, configs: Sequence[SurfaceConfig], requested: Any = None):

@@ -71,7 +71,12 @@ def test_p3_applied_config_overrides_phase_and_on_but_not_beta_or_sign():
     assert env.theta_idx[0, 0].tolist() == [7] * N and not env.on[0, 0].any()
     assert env.beta_idx[0, 0, 2] == beta0[0, 0, 2] + 1 and torch.equal(env.t_sign, sign0)
     with pytest.raises(ActionError, match="bits"):
-        env.star_action_from_configs("star0", [SurfaceConfig.safe(N, bits=3)], inc)
+        env.star_action_from_configs("star0", [SurfaceConfig.safe(N, bits=6)], inc)
+    # A coarser board (1 bit: 0, pi) lands on the 5-bit theta_R grid exactly (pi = index 16).
+    coarse = SurfaceConfig(bits=1, phase_idx=np.arange(N) % 2, on=np.ones(N, bool))
+    idx = env.star_action_from_configs("star0", [coarse], inc)["theta_idx"][0]
+    assert idx.tolist() == [16 * (n % 2) for n in range(N)]
+    assert torch.allclose(idx.double() * env.cfg.delta_theta_rad, torch.from_numpy(coarse.phases_rad()))
     with pytest.raises(ActionError, match="theta_idx"):
         bad = dict(acts["star0"], theta_idx=torch.full((1, N), 32))
         env.decode_actions({**acts, "star0": bad})
