@@ -414,6 +414,17 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+
+def rate_text(metrics: dict[str, Any]) -> str:
+    """The slot's sum rate in the unit its scenario reports: bit/s/Hz (P1, P2, P4) or, for P3's
+    100 MHz band, Mbit/s; "-" before the first slot."""
+    if metrics.get("sum_rate") is not None:
+        return f"{metrics['sum_rate']:7.3f} bit/s/Hz"
+    if metrics.get("sum_rate_bps") is not None:
+        return f"{metrics['sum_rate_bps'] / 1e6:7.2f} Mbit/s"
+    return "-"
+
+
 class Supervisor:
     """Start this host's processes, restart crashed agents, show a live status line."""
 
@@ -591,7 +602,7 @@ class Supervisor:
         missed = ",".join(rec.get("missed", [])) or "-"
         lat = rec.get("latency_s")
         lat_txt = f"{1e3 * lat:6.2f} ms" if lat is not None else "  (miss)"
-        return (f"slot {rec['slot']:4d}  sum rate {metrics.get('sum_rate', float('nan')):7.3f} bit/s/Hz  "
+        return (f"slot {rec['slot']:4d}  sum rate {rate_text(metrics)}  "
                 f"reward {rec.get('reward', float('nan')):7.3f}  {lat_txt}  missed {missed}")
 
     def _status(self, seen: int, last: dict[str, Any], final: bool = False) -> str:
@@ -599,10 +610,9 @@ class Supervisor:
                  and not n.startswith("board-"))
         n_agents = sum(1 for a in self.dep.agents if _is_local(a.host))
         total = f"/{self.dep.slots}" if self.dep.slots else ""
-        rate = last.get("metrics", {}).get("sum_rate")
-        rate_txt = f"{rate:.3f}" if rate is not None else "-"
+        rate_txt = rate_text(last.get("metrics", {}))
         restarts = sum(self.restarts.values())
         head = "done" if final else "running"
-        text = (f"{head} {self.dep.name}: slot {seen}{total}  sum rate {rate_txt} bit/s/Hz  "
+        text = (f"{head} {self.dep.name}: slot {seen}{total}  sum rate {rate_txt}  "
                 f"agents up {n_agents if final else up}/{n_agents}  restarts {restarts}  {self.dep.bus.kind}")
         return text + (f"\nrun log: {self.dep.runlog}" if final else "")

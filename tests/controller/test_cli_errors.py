@@ -273,3 +273,10 @@ def test_every_command_has_help_and_every_option_says_what_it_does(capsys):
         undocumented += [f"{' '.join(path)} {p.opts[0]}" for p in cmd.params
                          if getattr(p, "opts", [""])[0].startswith("--") and not getattr(p, "help", None)]
     assert not undocumented, undocumented
+
+
+def test_status_rate_is_shown_in_each_scenarios_unit():
+    from controller.deploy import rate_text
+    assert rate_text({"sum_rate": 0.1234}).split() == ["0.123", "bit/s/Hz"]
+    assert rate_text({"sum_rate_bps": 2.5e8, "ee_bit_per_j": 1.0}).split() == ["250.00", "Mbit/s"]
+    assert rate_text({}) == "-"
