@@ -414,7 +414,6 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-
 def rate_text(metrics: dict[str, Any]) -> str:
     """The slot's sum rate in the unit its scenario reports: bit/s/Hz (P1, P2, P4) or, for P3's
     100 MHz band, Mbit/s; "-" before the first slot."""
