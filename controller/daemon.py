@@ -112,7 +112,8 @@ class AgentDaemon:
         self.peers: dict[str, Any] = {}          # what this agent has seen of its allowed peers
         self._peer_raw: list[tuple[str, bytes]] = []
         self._slow_apply = False                 # last board exchange took longer than SLOW_APPLY_S
-        self._own_act = f"act/{cfg.agent}"
+        self._own_act = self._act_topic = f"act/{cfg.agent}"
+        self._share_topic = f"share/{cfg.agent}"
         self.driver = None
         self.board_resolutions: tuple[int, ...] = ()
         self.safe_config: SurfaceConfig | None = None
@@ -174,9 +175,21 @@ class AgentDaemon:
     # ---- bus ------------------------------------------------------------------------------
 
     async def _publish(self, topic: str, msg: m.Message) -> None:
-        assert self.transport is not None
+        await self._send(topic, self._encode(msg))
+
+    def _encode(self, msg: m.Message) -> bytes | None:
         try:
-            await self.transport.publish(topic, m.encode(msg))
+            return m.encode(msg)
+        except MessageError:
+            return None
+
+    async def _send(self, topic: str, body: bytes | None) -> None:
+        assert self.transport is not None
+        if body is None:
+            self.counters["publish_failed"] += 1
+            return
+        try:
+            await self.transport.publish(topic, body)
         except (TransportError, MessageError):
             self.counters["publish_failed"] += 1
 
@@ -275,17 +288,20 @@ class AgentDaemon:
         share = m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at)
         share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
         if share_first:
-            await self._publish(f"share/{self.agent}", share)
+            await self._publish(self._share_topic, share)
         if self.cfg.delay_s > 0:
             await asyncio.sleep(self.cfg.delay_s)
         t_apply = time.perf_counter()
         applied = self._apply(action, obs) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
+        # The share is encoded before the answer goes out (a few us) so that the two sends follow
+        # each other directly: the bus's I/O thread then usually carries both in one wake-up.
+        share_body = None if share_first else self._encode(share)
         timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
                   "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
-        await self._publish(f"act/{self.agent}", m.Action(msg.slot, self.agent, action, applied, timing))
+        await self._publish(self._act_topic, m.Action(msg.slot, self.agent, action, applied, timing))
         if not share_first:
-            await self._publish(f"share/{self.agent}", share)   # after the answer: not on its path
+            await self._send(self._share_topic, share_body)   # after the answer: not on its path
         self._slow_apply = timing["apply_s"] > SLOW_APPLY_S
         self.last_slot = msg.slot
         self.counters["answered"] += 1
@@ -293,10 +309,14 @@ class AgentDaemon:
 
     async def _serve(self, sub) -> None:
         while not self._stop.is_set():
-            topic, payload = await sub.get()
+            queue = sub.queue
+            item = queue.get_nowait() if not queue.empty() else await queue.get()
+            if item is None:
+                return
+            topic, payload = item
             # Several queued observations (we were slow): only the newest still matters.
-            while not sub.queue.empty():
-                item = sub.queue.get_nowait()
+            while not queue.empty():
+                item = queue.get_nowait()
                 if item is None:
                     return
                 self.counters["skipped_stale"] += 1

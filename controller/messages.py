@@ -12,6 +12,7 @@ the offending field; the daemons count and drop such input instead of crashing.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping, Union
 
@@ -36,6 +37,7 @@ _ALLOWED_DTYPES = {
               "float16", "float32", "float64", "complex64", "complex128")
 }
 _ALLOWED_DTYPES = {k.replace(">", "<"): v.newbyteorder("<") for k, v in _ALLOWED_DTYPES.items()}
+_NATIVE = {k: v.newbyteorder("=") for k, v in _ALLOWED_DTYPES.items()}
 
 CONTROL_COMMANDS = ("start", "stop", "safe", "reload")
 
@@ -124,6 +126,23 @@ _KINDS: dict[str, type] = {c.kind: c for c in (Observation, Action, Heartbeat, H
 # Arrays as ext types
 
 
+# (dtype string, shape) -> the msgpack bytes of ``[dtype, shape, bin header]`` that precede an
+# array's raw data: identical to packing the triple each time, minus the packer per array.
+_ARRAY_PREFIX: dict[tuple[str, tuple[int, ...]], bytes] = {}
+_ARRAY_PREFIX_MAX = 256
+
+
+def _array_prefix(dtype_str: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+    key = (dtype_str, shape)
+    prefix = _ARRAY_PREFIX.get(key)
+    if prefix is None:
+        packed = msgpack.packb([dtype_str, list(shape), bytes(nbytes)], use_bin_type=True)
+        prefix = packed[:len(packed) - nbytes]
+        if len(_ARRAY_PREFIX) < _ARRAY_PREFIX_MAX:
+            _ARRAY_PREFIX[key] = prefix
+    return prefix
+
+
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
     arr = np.asarray(arr)
     if arr.dtype.kind not in "biufc" or arr.dtype.fields is not None:
@@ -131,8 +150,8 @@ def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
     arr = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")  # ascontiguousarray would make 0-d 1-d
     if arr.size > MAX_ARRAY_ELEMENTS:
         raise MessageError(f"array of {arr.size} elements exceeds MAX_ARRAY_ELEMENTS={MAX_ARRAY_ELEMENTS}")
-    payload = msgpack.packb([arr.dtype.str, list(arr.shape), arr.tobytes()], use_bin_type=True)
-    return msgpack.ExtType(ARRAY_EXT, payload)
+    raw = arr.tobytes()
+    return msgpack.ExtType(ARRAY_EXT, _array_prefix(arr.dtype.str, arr.shape, len(raw)) + raw)
 
 
 def _default(obj: Any) -> Any:
@@ -165,11 +184,25 @@ def _ext_hook(code: int, data: bytes) -> Any:
     n = math.prod(shape)
     if n > MAX_ARRAY_ELEMENTS or n * dtype.itemsize != len(raw):
         raise MessageError(f"array ext: {len(raw)} bytes do not match shape {shape} of {dtype_str}")
-    return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape)).astype(dtype.newbyteorder("="))
+    # A writable array in native byte order (a copy: frombuffer over bytes is read-only).
+    return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape)).astype(_NATIVE[dtype_str])
 
 
 # ---------------------------------------------------------------------------------------------
 # Encode
+
+
+# One packer per thread, reused for every message (autoreset: each pack returns only its own
+# bytes). Not shared across threads: ``default`` runs Python code mid-pack, so another thread
+# could interleave into a shared packer's buffer.
+_PACKERS = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer = getattr(_PACKERS, "packer", None)
+    if packer is None:
+        packer = _PACKERS.packer = msgpack.Packer(default=_default, use_bin_type=True)
+    return packer
 
 
 def encode(msg: Message) -> bytes:
@@ -189,7 +222,7 @@ def encode(msg: Message) -> bytes:
                     timing={k: float(v) for k, v in msg.timing.items()})
     else:
         body.update({k: getattr(msg, k) for k in msg.__dataclass_fields__})
-    data = msgpack.packb(body, default=_default, use_bin_type=True)
+    data = _packer().pack(body)
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message of {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
     return data

@@ -288,8 +288,12 @@ class TwinServer:
                     self.invalid[agent] += 1
                     entries[agent]["invalid"] = str(exc)
         actions = {a: proposed[a] if a in proposed else self._fallback(a)[0] for a in self.env.agent_ids}
+        # Every env's step checks the whole slot (decode_actions) before it touches any state, so
+        # the common case steps straight away (one check per slot, not two); an invalid answer
+        # leaves the env as it was, and the slot is stepped once the culprit(s) are set aside.
+        result = None
         try:
-            self.env.decode_actions(actions)       # one check of the whole slot (the common case)
+            result = self.env.step(actions)
         except ActionError:
             for agent in list(proposed):            # isolate the culprit(s); everyone else stands
                 try:
@@ -321,7 +325,8 @@ class TwinServer:
                 entry["action"] = {k: v[0] for k, v in action.items()} if isinstance(action, dict) \
                     else {"action": action[0]}
 
-        result = self.env.step(actions)
+        if result is None:
+            result = self.env.step(actions)
         t_done = time.time()
         if all_in_at is not None:
             self.latencies.append(all_in_at - t0)

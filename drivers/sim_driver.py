@@ -165,7 +165,9 @@ class SimDriver(SurfaceDriver):
         self._safe_active = False
         applied, mism = finish_apply(config, self._latched, "return")
         self._last_apply = ApplyRecord(mism.size == 0, mism, 0, time.perf_counter() - t0, time.thread_time() - c0)
-        return finish_apply(config, applied, on_mismatch)[0]
+        if mism.size or on_mismatch not in ("raise", "return"):
+            return finish_apply(config, applied, on_mismatch)[0]   # raises per on_mismatch
+        return applied          # read back as requested: no second comparison
 
     def readback(self) -> SurfaceConfig:
         self._contact()

@@ -170,3 +170,38 @@ def test_applied_config_validated():
                              "timing": {}}, use_bin_type=True)
     with pytest.raises(MessageError, match="act.applied"):
         m.decode(payload)
+
+
+@settings(max_examples=80, deadline=None)
+@given(arr=arrays(max_dims=4))
+def test_array_wire_bytes_are_the_plain_triple(arr):
+    """The encoder caches each (dtype, shape)'s header; the bytes on the wire must stay exactly
+    msgpack's packing of ``[dtype, shape, raw]`` (the documented format), the first time and
+    again once the header is cached."""
+    le = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    expected = msgpack.packb([le.dtype.str, list(le.shape), le.tobytes()], use_bin_type=True)
+    for _ in range(2):
+        ext = m._pack_array(arr)
+        assert ext.code == m.ARRAY_EXT and ext.data == expected
+
+
+def test_encode_from_many_threads_keeps_messages_apart():
+    """Each thread packs with its own packer: concurrent encodes never mix their bytes."""
+    import threading
+
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        obs = np.full(7 + k, k, dtype=np.float32)
+        for slot in range(300):
+            out = m.decode(m.encode(m.Observation(slot, f"a{k}", obs, 1.0, 0.0)))
+            if out.agent != f"a{k}" or out.slot != slot or not np.array_equal(out.obs, obs):
+                errors.append(f"thread {k} slot {slot}")
+                return
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
