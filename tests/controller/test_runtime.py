@@ -47,6 +47,19 @@ async def run_deployment(bus_cfg, bundle, runlog, slots, *, seed=11, deadline_s=
     return summary, {r["agent"]: r for r in results}
 
 
+async def run_with_rogue(server, daemons, rogue):
+    """Run the server and the daemons next to a rogue client's coroutine; the server's summary
+    and each daemon's result by agent id."""
+    server_task = asyncio.ensure_future(server.run())
+    tasks = [asyncio.ensure_future(d.run()) for d in daemons]
+    rogue_task = asyncio.ensure_future(rogue)
+    summary = await server_task
+    await rogue_task
+    for d in daemons:
+        d.stop()
+    return summary, {r["agent"]: r for r in await asyncio.gather(*tasks)}
+
+
 def reference_run(bundle_path, seed, slots, backend="runtime"):
     """Centralized in-process evaluation: the same actors on the same env, no bus. ``runtime``
     decides with what the daemons execute (controller.daemon.load_agent_bundle: the numpy
@@ -407,17 +420,7 @@ def test_impostor_claiming_another_agents_id_is_dropped_and_counted(p1_bundle, t
         finally:
             await rogue.close()
 
-    async def main():
-        server_task = asyncio.ensure_future(server.run())
-        tasks = [asyncio.ensure_future(d.run()) for d in daemons]
-        rogue_task = asyncio.ensure_future(impostor())
-        summary = await server_task
-        await rogue_task
-        for d in daemons:
-            d.stop()
-        return summary, {r["agent"]: r for r in await asyncio.gather(*tasks)}
-
-    summary, results = asyncio.run(main())
+    summary, results = asyncio.run(run_with_rogue(server, daemons, impostor()))
     assert len(sent) >= 3
     assert server.hub.impostors["irs0"] == 3 * len(sent)            # every forged publish dropped at the hub ...
     assert summary["dropped"]["impostor"] == 3 * len(sent)          # ... and counted in the run's summary
@@ -500,17 +503,7 @@ password_file = "twin.pw"
             finally:
                 await rogue.close()
 
-        async def main():
-            server_task = asyncio.ensure_future(server.run())
-            tasks = [asyncio.ensure_future(d.run()) for d in daemons]
-            rogue_task = asyncio.ensure_future(impostor())
-            summary = await server_task
-            await rogue_task
-            for d in daemons:
-                d.stop()
-            return summary, {r["agent"]: r for r in await asyncio.gather(*tasks)}
-
-        summary, results = asyncio.run(asyncio.wait_for(main(), 90))
+        summary, results = asyncio.run(asyncio.wait_for(run_with_rogue(server, daemons, impostor()), 90))
     finally:
         broker.terminate()
         broker.wait(10)
