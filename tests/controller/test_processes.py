@@ -20,15 +20,22 @@ from tests.controller.conftest import ZmqBus, free_port
 from twin.errors import ConfigError
 
 
-def write_toml(path, bundle, bus, boards):
+def write_toml(path, bundle, bus, boards=None, *, name="proc", period_ms=100, surfaces=None):
+    """A two-surface ZeroMQ deployment: on emulated boards at TCP ports ``boards`` (irs0 safe,
+    irs1 hold on SIGTERM) or with the driver URLs in ``surfaces``."""
+    if surfaces is None:
+        surfaces = [f'driver = "socket://127.0.0.1:{boards[0]}"\non_sigterm = "safe"',
+                    f'driver = "socket://127.0.0.1:{boards[1]}"\non_sigterm = "hold"']
+    else:
+        surfaces = [f'driver = "{url}"' for url in surfaces]
     path.write_text(f"""
 [deployment]
-name = "proc"
+name = "{name}"
 bundle = "{bundle}"
 seed = 3
 slots = 0
 deadline_ms = 300
-period_ms = 100
+period_ms = {period_ms}
 runlog = "run.jsonl"
 heartbeat_ms = 200
 
@@ -42,13 +49,11 @@ id = "bs0"
 
 [[agent]]
 id = "irs0"
-driver = "socket://127.0.0.1:{boards[0]}"
-on_sigterm = "safe"
+{surfaces[0]}
 
 [[agent]]
 id = "irs1"
-driver = "socket://127.0.0.1:{boards[1]}"
-on_sigterm = "hold"
+{surfaces[1]}
 """)
     return path
 
@@ -169,30 +174,8 @@ def test_cold_restart_after_kill9_rejoins_without_a_spare(p1_bundle, tmp_path):
     runtime, no torch import) and rejoins while the others keep answering. The time from the
     kill to the first slot it answers is printed (bench/control_loop.py records it), not asserted."""
     bus = ZmqBus()
-    toml = tmp_path / "cold.toml"
-    toml.write_text(f"""
-[deployment]
-name = "cold"
-bundle = "{p1_bundle}"
-seed = 3
-slots = 0
-deadline_ms = 300
-period_ms = 50
-runlog = "run.jsonl"
-heartbeat_ms = 200
-[transport]
-kind = "zmq"
-pub_port = {bus.cfg.pub_port}
-sub_port = {bus.cfg.sub_port}
-[[agent]]
-id = "bs0"
-[[agent]]
-id = "irs0"
-driver = "sim://?elements=10&bits=1,2,3"
-[[agent]]
-id = "irs1"
-driver = "sim://?elements=10&bits=1,2,3"
-""")
+    sim = "sim://?elements=10&bits=1,2,3"
+    toml = write_toml(tmp_path / "cold.toml", p1_bundle, bus, name="cold", period_ms=50, surfaces=[sim, sim])
     dep = load_deployment(toml)
     out = open(tmp_path / "procs.log", "ab")
     argv = {name: a for name, a in process_plan(dep)}
