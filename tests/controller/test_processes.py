@@ -58,6 +58,20 @@ id = "irs1"
     return path
 
 
+async def run_server_and_bs(dep, chaos):
+    """The twin server and the BS daemon in this process while ``chaos(server)`` kills and
+    restarts surface daemons; the server's summary."""
+    server = TwinServer(dataclasses.replace(dep.server_config(), host_hub=False, join_timeout_s=90))
+    task = asyncio.ensure_future(server.run())
+    bs0 = AgentDaemon(dep.daemon_config("bs0"))
+    bs0_task = asyncio.ensure_future(bs0.run())
+    await chaos(server)
+    result = await task
+    bs0.stop()
+    await bs0_task
+    return result
+
+
 def spawn(argv, log):
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -124,18 +138,7 @@ def test_kill9_rejoin_and_sigterm_hold_or_safe(p1_bundle, tmp_path):
                 await asyncio.sleep(0.02)
             server.stop()
 
-        async def main():
-            server = TwinServer(dataclasses.replace(dep.server_config(), host_hub=False, join_timeout_s=90))
-            task = asyncio.ensure_future(server.run())
-            bs0 = AgentDaemon(dep.daemon_config("bs0"))
-            bs0_task = asyncio.ensure_future(bs0.run())
-            await chaos(server, None)
-            result = await task
-            bs0.stop()
-            await bs0_task
-            return result
-
-        summary = asyncio.run(main())
+        summary = asyncio.run(run_server_and_bs(dep, lambda server: chaos(server, None)))
         records = read_runlog(dep.runlog, "slot")
         assert [r["slot"] for r in records] == list(range(len(records)))     # one entry per slot, no gaps
         k = events["killed_slot"]
@@ -199,18 +202,7 @@ def test_cold_restart_after_kill9_rejoins_without_a_spare(p1_bundle, tmp_path):
                 await asyncio.sleep(0.06)
             server.stop()
 
-        async def main():
-            server = TwinServer(dataclasses.replace(dep.server_config(), host_hub=False, join_timeout_s=90))
-            task = asyncio.ensure_future(server.run())
-            bs0 = AgentDaemon(dep.daemon_config("bs0"))
-            bs0_task = asyncio.ensure_future(bs0.run())
-            await chaos(server)
-            result = await task
-            bs0.stop()
-            await bs0_task
-            return result
-
-        summary = asyncio.run(main())
+        summary = asyncio.run(run_server_and_bs(dep, chaos))
     finally:
         for p in procs.values():
             if p.poll() is None:
