@@ -65,6 +65,16 @@ def derive_seed(seed: int, *stream: int | str) -> int:
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def learn_step(algo: Any, env: Any, obs: Any, state: Any, learn: bool = True) -> tuple[Any, Any, Any, Any]:
+    """One training transition: act with exploration, step the env, store the transition and,
+    when ``learn``, one update. Returns (action, step result, next state, update metrics)."""
+    action = algo.act(obs, state, explore=True)
+    result = env.step(action)
+    next_state = env.state()
+    algo.observe(obs, state, action, result, next_state)
+    return action, result, next_state, (algo.update() if learn else None)
+
+
 class _Window:
     """Running sums for one logging window (plain floats: deterministic and checkpointable)."""
 
@@ -210,11 +220,8 @@ class Trainer:
         interrupted = False
         try:
             while step < c.steps:
-                action = self.algo.act(obs, state, explore=True)
-                result = self.env.step(action)
-                next_state = self.env.state()
-                self.algo.observe(obs, state, action, result, next_state)
-                update = self.algo.update() or {}
+                _, result, next_state, update = learn_step(self.algo, self.env, obs, state)
+                update = update or {}
                 step += 1
                 window.add({k: float(v.mean()) for k, v in step_metrics(result.rewards, result.info).items()})
                 window.add(update, prefix="algo/")

@@ -34,6 +34,7 @@ from rich.table import Table  # noqa: E402
 
 from agents import bfs_ao as ao  # noqa: E402
 from agents.mappo import MAPPO, PPOAO, MAPPOConfig, PPOAOConfig  # noqa: E402
+from agents.training import learn_step  # noqa: E402
 from twin import statistical as st  # noqa: E402
 from twin.envs.p4 import P4Env  # noqa: E402
 from twin.scenarios import get_scenario  # noqa: E402
@@ -68,11 +69,8 @@ def train(algo, env: P4Env, steps: int) -> tuple[dict, torch.Tensor, list[float]
     obs, state = env._observe(), env.state()
     curve = []
     for t in range(steps):
-        a = algo.act(obs, state, explore=True)
-        out = env.step(a)
-        nxt = env.state()
-        algo.observe(obs, state, a, out, nxt)
-        if algo.update():
+        _, out, nxt, update = learn_step(algo, env, obs, state)
+        if update:
             curve.append(float(out.info["sum_rate"].mean()))
         obs, state = out.obs, nxt
     return obs, state, curve
@@ -290,11 +288,7 @@ def part_omega(seeds, steps: int, episode: int, omegas=(0.0, 0.5, 0.9), algos=("
                 algo = PPOAO(env, PPOAOConfig(), seed=s)
             obs, state = env._observe(), env.state()
             for _ in range(steps):
-                a = algo.act(obs, state, explore=True)
-                out_ = env.step(a)
-                nxt = env.state()
-                algo.observe(obs, state, a, out_, nxt)
-                algo.update()
+                _, out_, nxt, _ = learn_step(algo, env, obs, state)
                 obs, state = out_.obs, nxt
                 if bool(out_.truncated.all()):
                     obs, state = _restart(env, scene)

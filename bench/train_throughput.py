@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import registry  # noqa: E402
-from agents.training import derive_seed  # noqa: E402
+from agents.training import derive_seed, learn_step  # noqa: E402
 from twin.errors import ConfigError  # noqa: E402
 
 
@@ -79,12 +79,7 @@ def bench_algo(scenario: str, cfg, name: str, B: int, steps: int) -> tuple[float
 
     def one_step(learn: bool):
         nonlocal obs, state
-        action = algo.act(obs, state, explore=True)
-        result = env.step(action)
-        nxt = env.state()
-        algo.observe(obs, state, action, result, nxt)
-        if learn:
-            algo.update()
+        _, result, nxt, _ = learn_step(algo, env, obs, state, learn)
         obs, state = result.obs, nxt
         if bool((result.terminated | result.truncated).all()):
             obs = env.reset()

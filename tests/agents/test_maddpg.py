@@ -12,7 +12,7 @@ from agents import registry
 from agents.evaluation import p1_reference_policies, rollout
 from agents.il import ILConfig, IndependentLearners
 from agents.maddpg import MADDPG, MADDPGConfig
-from agents.training import TrainConfig, Trainer, derive_seed
+from agents.training import TrainConfig, Trainer, derive_seed, learn_step
 from twin.errors import ConfigError
 
 SMALL = ["n_elements=4", "n_users=2", "episode_steps=20", "power_table_mw=5,10,15,45,60"]
@@ -63,11 +63,8 @@ def run(cls, cfg, seed: int, steps: int = 10):
     obs = env.reset(seed=1)
     state = env.state()
     for _ in range(steps):
-        action = algo.act(obs, state, explore=True)
-        result = env.step(action)
-        algo.observe(obs, state, action, result, env.state())
-        algo.update()
-        obs, state = result.obs, env.state()
+        _, result, state, _ = learn_step(algo, env, obs, state)
+        obs = result.obs
     return algo
 
 

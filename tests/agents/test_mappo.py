@@ -10,6 +10,7 @@ import torch
 from agents import bfs_ao as ao
 from agents import registry
 from agents.bundle import export_bundle, load_bundle
+from agents.training import learn_step
 from agents.mappo import (MAPPO, PPOAO, MAPPOConfig, PPOAOConfig, best_real_codeword, gae, pad_virtual_users,
                           prescreen_users, select_users, update_priority)
 from twin import statistical as st
@@ -24,11 +25,7 @@ def _run(algo, env, steps, seed=3):
     obs = env.reset(seed=seed)
     state = env.state()
     for _ in range(steps):
-        a = algo.act(obs, state, explore=True)
-        out = env.step(a)
-        nxt = env.state()
-        algo.observe(obs, state, a, out, nxt)
-        algo.update()
+        _, out, nxt, _ = learn_step(algo, env, obs, state)
         obs, state = out.obs, nxt
     return obs, state
 

@@ -13,7 +13,7 @@ from agents.evaluation import p1_reference_policies, rollout
 from agents.maq import (MAQPG, MAQWP, MAQPGConfig, MAQWPConfig, MappingEstimator, PolicyGradientMapping,
                         WolpertingerMapping, encode_discrete)
 from agents.mixers import MonotonicMixer
-from agents.training import TrainConfig, Trainer, derive_seed
+from agents.training import TrainConfig, Trainer, derive_seed, learn_step
 from twin.errors import ConfigError
 
 # A small P1 where decisions matter within a tiny budget: element power 10x the preset's,
@@ -126,11 +126,7 @@ def run_steps(algo_cls, cfg, seed: int, steps: int = 12):
     state = env.state()
     action = None
     for _ in range(steps):
-        action = algo.act(obs, state, explore=True)
-        result = env.step(action)
-        next_state = env.state()
-        algo.observe(obs, state, action, result, next_state)
-        algo.update()
+        action, result, next_state, _ = learn_step(algo, env, obs, state)
         obs, state = result.obs, next_state
     return algo, action
 

@@ -13,6 +13,7 @@ from agents.evaluation import actors_policy, rollout
 from agents.mdlbi import MDLBI, MDLBIConfig
 from agents.p2_reference import decide, p2_reference_policies, to_action, user_irs_for
 from agents.registry import ALGORITHMS
+from agents.training import learn_step
 from twin import multicell as mc
 from twin.envs.p2 import P2Env
 from twin.scenarios import get_scenario
@@ -30,11 +31,7 @@ def train(algo: MDLBI, env: P2Env, steps: int, seed: int = 0) -> list[float]:
     state = env.state()
     rewards = []
     for i in range(steps):
-        a = algo.act(obs, state, explore=True)
-        res = env.step(a)
-        nxt = env.state()
-        algo.observe(obs, state, a, res, nxt)
-        algo.update()
+        _, res, nxt, _ = learn_step(algo, env, obs, state)
         rewards.append(float(res.info["sum_rate"].mean()))
         obs, state = res.obs, nxt
         if bool(res.truncated.all()):
