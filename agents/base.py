@@ -16,6 +16,15 @@ import torch
 from torch import nn
 
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
+from twin.errors import ConfigError
+
+
+def own_role(agent_id: str, agent_ids) -> str:
+    """``role_of`` for algorithms whose every agent is its own role: the id itself, or a
+    ConfigError naming the run's agents."""
+    if agent_id not in agent_ids:
+        raise ConfigError(f"agent_id: {agent_id!r} is not an agent of this run ({list(agent_ids)})")
+    return agent_id
 
 
 class Actor(nn.Module):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.base import Actor, Algorithm
+from agents.base import Actor, Algorithm, own_role
 from agents.buffers import ReplayBuffer
 from agents.networks import MLP
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
@@ -333,9 +333,7 @@ class MADQN(Algorithm):
         return {a: self.q[a] for a in self.agent_ids}
 
     def role_of(self, agent_id: str) -> str:
-        if agent_id not in self.agent_ids:
-            raise ConfigError(f"agent_id: {agent_id!r} is not one of {list(self.agent_ids)}")
-        return agent_id
+        return own_role(agent_id, self.agent_ids)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -417,9 +415,7 @@ class QLearning(Algorithm):
         return {a: self.tables[a] for a in self.agent_ids}
 
     def role_of(self, agent_id: str) -> str:
-        if agent_id not in self.agent_ids:
-            raise ConfigError(f"agent_id: {agent_id!r} is not one of {list(self.agent_ids)}")
-        return agent_id
+        return own_role(agent_id, self.agent_ids)
 
     def state_dict(self) -> dict[str, Any]:
         return {"tables": self.tables.state_dict(), "gen": self.gen.get_state(), "ref": self.ref.b,

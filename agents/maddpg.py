@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from agents.base import Actor, Algorithm
+from agents.base import Actor, Algorithm, own_role
 from agents.buffers import ReplayBuffer
 from agents.maq import ScaledBeamformerActor, p1_dims
 from agents.networks import MLP, HybridIRSActor
@@ -231,9 +231,7 @@ class MADDPG(Algorithm):
         return {a: self.actor_nets[a] for a in self.ids}
 
     def role_of(self, agent_id: str) -> str:
-        if agent_id not in self.ids:
-            raise ConfigError(f"agent_id: {agent_id!r} is not an agent of this run ({list(self.ids)})")
-        return agent_id
+        return own_role(agent_id, self.ids)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -417,7 +417,6 @@ class MAPPO(Algorithm):
         W = W / torch.linalg.matrix_norm(W)[:, None, None].clamp_min(1e-30) * math.sqrt(2 * self.M * self.K)
         act["bs0"] = torch.stack([W.real, W.imag], 1).float()
         obs = env.set_actions(W=W, theta=torch.stack([act[a] for a in self.ris_ids], 1), schedule_idx=res.schedule_index)
-        st = env.state()
         nets = self.nets
         # Normalization statistics: observations around the iterate, under the initial exploration noise.
         theta0 = torch.stack([act[a] for a in self.ris_ids], 1)

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from agents import knn
-from agents.base import Actor, Algorithm
+from agents.base import Actor, Algorithm, own_role
 from agents.buffers import ReplayBuffer
 from agents.mixers import MonotonicMixer
 from agents.networks import MLP, BeamformerActor, GaussianHead, scale_to_power
@@ -682,9 +682,7 @@ class MAQ(Algorithm):
         return out
 
     def role_of(self, agent_id: str) -> str:
-        if agent_id not in self.dims.irs_ids + (self.dims.bs_id,):
-            raise ConfigError(f"agent_id: {agent_id!r} is not an agent of this run ({list(self.dims.irs_ids)} + {self.dims.bs_id})")
-        return agent_id
+        return own_role(agent_id, self.dims.irs_ids + (self.dims.bs_id,))
 
     def state_dict(self) -> dict[str, Any]:
         return {

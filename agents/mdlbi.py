@@ -52,7 +52,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from agents.base import Actor, Algorithm
+from agents.base import Actor, Algorithm, own_role
 from agents.buffers import ReplayBuffer
 from agents.networks import MLP
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
@@ -334,9 +334,7 @@ class MDLBI(Algorithm):
         return out
 
     def role_of(self, agent_id: str) -> str:
-        if agent_id not in self.ids:
-            raise ConfigError(f"agent_id: {agent_id!r} is not an agent of this run ({list(self.ids)})")
-        return agent_id
+        return own_role(agent_id, self.ids)
 
     def state_dict(self) -> dict[str, Any]:
         return {
