@@ -81,6 +81,8 @@ class MDLBIConfig:
     precoder_head: str = "power-direction"  # open: "direct" (2 N_b K entries) or + one power entry per user (P2BSActor)
     assoc_head: str = "claims"            # the paper's L association entries ("claims") or K x L scores ("per-user")
     power_range: float = 5.0              # open: power entry q in [-1, 1] scales a user's column by exp(power_range (q - 1))
+    reg_range: float = 3.0                # open ("local" head): regularisation 10^(reg_range r) / SNR_ref, r in [-1, 1]
+    align_iters: int = 3                  # open ("local" head): phase-alignment / MRT alternations for the claimed IRS
 
 
 def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -89,7 +91,81 @@ def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
             pt.lerp_(ps, tau)
 
 
-PRECODER_HEADS = ("power-direction", "direct")
+def _unit_phase(x: torch.Tensor) -> torch.Tensor:
+    """x / |x| (1 where x = 0)."""
+    a = x.abs()
+    return torch.where(a > 0, x / a.clamp_min(1e-300), torch.ones_like(x))
+
+
+def local_precoders(obs: torch.Tensor, q: torch.Tensor, r: torch.Tensor, c: torch.Tensor, *, n_users: int, n_irs: int,
+                    n_antennas: int, n_elements: int, refl_scale: float, snr_ref: float, power_range: float,
+                    reg_range: float, align_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "local" precoder head: W (B, 2, N_b, K) in [-1, 1] and theta (B, L, N_l) from one BS's
+    OWN observation (B, obs_dim) and its raw outputs: power entries q (B, K), regularisation
+    r (B, 1), claims c (B, L). Float64 throughout; ``agents.runtime.p2_local`` is the numpy twin.
+
+    1. Read the BS's CSI back from its observation (``twin.envs.p2`` layout, path-loss
+       normalized; ``refl_scale`` = a_IU a_BI / a_BU puts the reflected path in direct units).
+    2. The IRS it claims (argmax c if > 0, as the claims head) is co-phased for its own user with
+       the strongest IRS-user link (``agents.reference.align_phases``' alternation, started from
+       MRT on that user's direct link).
+    3. Effective channels g_k of its own users (direct + that IRS's reflected path), power shares
+       D_k = exp(power_range (q_k - 1)) / sum, and the regularized weighted-MMSE direction
+       w_k ~ (sum_j D_j g_j^H g_j + alpha I)^-1 g_k^H, alpha = 10^(reg_range r) / snr_ref (the
+       structure of the optimal multi-user MISO beamformer; r = 0 is the MMSE weight), scaled to
+       sqrt(D_k). W is then divided by its largest entry (the env renormalizes to P_max).
+    """
+    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
+    x = obs.to(torch.float64)
+    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
+    parts = torch.split(x[:, :sum(sizes)], sizes, dim=1)
+    d = torch.complex(parts[0], parts[1]).view(B, K, Nb)              # h_BU rows / a_BU
+    G = torch.complex(parts[2], parts[3]).view(B, L, Nl, Nb)          # H_BI / a_BI
+    h = torch.complex(parts[4], parts[5]).view(B, L, K, Nl)           # h_IU / a_IU
+    own = parts[6] > 0.5                                              # (B, K)
+    cd = c.to(torch.float64)
+    l = cd.argmax(-1)                                                 # (B,)
+    claimed = cd.gather(1, l[:, None]).squeeze(1) > 0                 # (B,)
+    rows = torch.arange(B)
+    Gl = G[rows, l] * refl_scale                                      # (B, Nl, Nb)
+    hl = h[rows, l]                                                   # (B, K, Nl)
+    gain = torch.where(own, hl.abs().square().sum(-1), torch.full((B, K), -1.0, dtype=torch.float64))
+    k = gain.argmax(-1)
+    dk = d[rows, k].conj()                                            # (B, Nb): direct row of user k
+    hk = hl[rows, k].conj()                                           # (B, Nl)
+    e1 = torch.zeros(B, Nb, dtype=dk.dtype)
+    e1[:, 0] = 1.0
+    nd = torch.linalg.vector_norm(dk, dim=-1, keepdim=True)
+    v = torch.where(nd > 0, dk.conj() / nd.clamp_min(1e-300), e1)
+    phi = torch.ones(B, Nl, dtype=dk.dtype)
+    for _ in range(max(1, align_iters)):
+        per_el = hk * (Gl @ v.unsqueeze(-1)).squeeze(-1)             # (B, Nl) reflected path of each element
+        direct = (dk * v).sum(-1, keepdim=True)
+        phi = _unit_phase(direct) * _unit_phase(per_el).conj()
+        g_row = dk + ((hk * phi).unsqueeze(-1) * Gl).sum(1)
+        ng = torch.linalg.vector_norm(g_row, dim=-1, keepdim=True)
+        v = torch.where(ng > 0, g_row.conj() / ng.clamp_min(1e-300), v)
+    phi = torch.where(claimed[:, None], phi, torch.ones_like(phi))
+    refl = torch.einsum("bkn,bnq->bkq", hl.conj() * phi.unsqueeze(1), Gl)           # (B, K, Nb)
+    g = d.conj() + refl * claimed[:, None, None].to(refl.dtype)
+    g = g * own.unsqueeze(-1).to(g.dtype)
+    p = torch.exp(power_range * (q.to(torch.float64) - 1.0)) * own.to(torch.float64)
+    D = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+    M = torch.einsum("bk,bki,bkj->bij", D.to(g.dtype), g.conj(), g)
+    alpha = torch.pow(10.0, reg_range * r.to(torch.float64).reshape(B)) / snr_ref
+    M = M + alpha[:, None, None] * torch.eye(Nb, dtype=g.dtype)
+    X = torch.linalg.solve(M, g.conj().transpose(-1, -2))                           # (B, Nb, K)
+    nx = torch.linalg.vector_norm(X, dim=-2, keepdim=True)
+    W = torch.where(nx > 0, X / nx.clamp_min(1e-300), torch.zeros_like(X)) * D.sqrt().unsqueeze(1)
+    W2 = torch.stack([W.real, W.imag], 1)                                            # (B, 2, Nb, K)
+    peak = W2.abs().flatten(1).amax(-1).clamp_min(1e-300)
+    W2 = (W2 / peak[:, None, None, None]).clamp(-1.0, 1.0)
+    theta = torch.zeros(B, L, Nl, dtype=torch.float64)
+    theta[rows, l] = torch.where(claimed[:, None], torch.angle(phi) / math.pi, torch.zeros(B, Nl, dtype=torch.float64))
+    return W2.to(torch.float32), theta.to(torch.float32)
+
+
+PRECODER_HEADS = ("power-direction", "direct", "local")
 ASSOC_HEADS = ("claims", "per-user")
 
 
@@ -122,7 +198,8 @@ class P2BSActor(Actor):
     def __init__(self, obs_dim: int, n_antennas: int, n_users: int, n_irs: int, n_elements: int,
                  hidden: Sequence[int] = (256, 256), group_size: int = 1, index: int = 0,
                  agent_ids: Sequence[str] = (), precoder_head: str = "direct", assoc_head: str = "per-user",
-                 power_range: float = 5.0) -> None:
+                 power_range: float = 5.0, refl_scale: float = 1.0, snr_ref: float = 1.0, reg_range: float = 3.0,
+                 align_iters: int = 3) -> None:
         super().__init__()
         if not 0 <= int(index) < int(group_size):
             raise ConfigError(f"index: {index} is not a member of a group of {group_size}")
@@ -130,16 +207,22 @@ class P2BSActor(Actor):
             raise ConfigError(f"algo.precoder_head: {precoder_head!r} is unknown; use one of {list(PRECODER_HEADS)}")
         if assoc_head not in ASSOC_HEADS:
             raise ConfigError(f"algo.assoc_head: {assoc_head!r} is unknown; use one of {list(ASSOC_HEADS)}")
+        if precoder_head == "local" and assoc_head != "claims":
+            raise ConfigError("algo.precoder_head: 'local' computes precoders for the IRS the BS claims; use algo.assoc_head=claims")
         self._kw = dict(obs_dim=int(obs_dim), n_antennas=int(n_antennas), n_users=int(n_users), n_irs=int(n_irs),
                         n_elements=int(n_elements), hidden=[int(h) for h in hidden], group_size=int(group_size),
                         index=int(index), agent_ids=[str(a) for a in agent_ids], precoder_head=str(precoder_head),
-                        assoc_head=str(assoc_head), power_range=float(power_range))
+                        assoc_head=str(assoc_head), power_range=float(power_range), refl_scale=float(refl_scale),
+                        snr_ref=float(snr_ref), reg_range=float(reg_range), align_iters=int(align_iters))
         Nb, K, L, Nl = self._kw["n_antennas"], n_users, n_irs, n_elements
         self.shapes = {"W": (2, Nb, K), "theta": (L, Nl), "assoc": (K, L)}
-        self.raw_shapes = {"W": (2, Nb, K)}
-        if precoder_head == "power-direction":
-            self.raw_shapes["power"] = (K,)
-        self.raw_shapes["theta"] = (L, Nl)
+        if precoder_head == "local":  # power entries + one regularisation entry; W and theta from own CSI
+            self.raw_shapes = {"power": (K,), "reg": (1,)}
+        else:
+            self.raw_shapes = {"W": (2, Nb, K)}
+            if precoder_head == "power-direction":
+                self.raw_shapes["power"] = (K,)
+            self.raw_shapes["theta"] = (L, Nl)
         self.raw_shapes["assoc"] = (L,) if assoc_head == "claims" else (K, L)
         self.act_dim = sum(math.prod(s) for s in self.raw_shapes.values())
         # A small last-layer gain keeps the initial scores near 0 (associations undecided), as
@@ -157,28 +240,38 @@ class P2BSActor(Actor):
         """Pre-tanh outputs (B, group_size, act_dim)."""
         return self.net(x).view(x.shape[0], self._kw["group_size"], self.act_dim)
 
-    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw action (B, act_dim) -> the env's action dict (the fixed map of the class docstring)."""
+    def split(self, flat: torch.Tensor, obs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Raw action (B, act_dim) -> the env's action dict (the fixed map of the class docstring).
+        The "local" head also needs the BS's own observation (B, obs_dim)."""
         raw, i = {}, 0
         for key, shape in self.raw_shapes.items():
             n = math.prod(shape)
             raw[key] = flat[:, i:i + n].reshape(flat.shape[0], *shape)
             i += n
-        W = raw["W"]
-        if "power" in raw:
-            W = W * torch.exp(self._kw["power_range"] * (raw["power"] - 1.0))[:, None, None, :]
+        kw = self._kw
+        if kw["precoder_head"] == "local":
+            if obs is None:
+                raise ConfigError("P2BSActor.split: the 'local' precoder head needs the BS's observation")
+            W, theta = local_precoders(obs, raw["power"], raw["reg"], raw["assoc"], n_users=kw["n_users"],
+                                       n_irs=kw["n_irs"], n_antennas=kw["n_antennas"], n_elements=kw["n_elements"],
+                                       refl_scale=kw["refl_scale"], snr_ref=kw["snr_ref"], power_range=kw["power_range"],
+                                       reg_range=kw["reg_range"], align_iters=kw["align_iters"])
+        else:
+            W, theta = raw["W"], raw["theta"]
+            if "power" in raw:
+                W = W * torch.exp(kw["power_range"] * (raw["power"] - 1.0))[:, None, None, :]
         assoc = raw["assoc"]
         if assoc.ndim == 2:  # claims (B, L) -> the same scores for every user (B, K, L)
-            assoc = assoc.unsqueeze(1).expand(-1, self._kw["n_users"], -1)
-        return {"W": W, "theta": raw["theta"], "assoc": assoc}
+            assoc = assoc.unsqueeze(1).expand(-1, kw["n_users"], -1)
+        return {"W": W, "theta": theta, "assoc": assoc}
 
     def forward(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         g, m, d = self._kw["group_size"], self._kw["index"], self._kw["obs_dim"]
+        x = obs
         if g > 1:  # local observation only: the others' blocks are unknown (zeros)
             x = obs.new_zeros(obs.shape[0], g * d)
             x[:, m * d:(m + 1) * d] = obs
-            obs = x
-        return self.split(self.joint(obs)[:, m])
+        return self.split(self.joint(x)[:, m], obs)
 
     def wrap_policy(self, local: Callable[[BatchedEnv, Obs], Action]) -> Callable[[BatchedEnv, Obs], Action]:
         """Centralized actor (index 0 of a group): decide for all BSs from all observations."""
@@ -189,9 +282,19 @@ class P2BSActor(Actor):
         def policy(env: BatchedEnv, obs: Obs) -> Action:
             with torch.inference_mode():
                 joint = self.joint(torch.cat([torch.as_tensor(obs[a]).float() for a in ids], -1))
-            return {a: self.split(joint[:, i]) for i, a in enumerate(ids)}
+            return {a: self.split(joint[:, i], torch.as_tensor(obs[a]).float()) for i, a in enumerate(ids)}
 
         return policy
+
+
+def local_scales(env: Any) -> dict[str, float]:
+    """Constants of the preset the "local" head needs to read CSI back from an observation:
+    refl_scale = a_IU a_BI / a_BU (the env's per-block normalizations) and snr_ref =
+    P_max a_BU^2 / sigma^2 (the SNR of a unit normalized direct channel)."""
+    n = getattr(env, "_norm", None)
+    if n is None:
+        return {"refl_scale": 1.0, "snr_ref": 1.0}
+    return {"refl_scale": n["IU"] * n["BI"] / n["BU"], "snr_ref": env.cfg.p_max_w * n["BU"] ** 2 / env.cfg.noise_w}
 
 
 class MDLBI(Algorithm):
@@ -210,7 +313,8 @@ class MDLBI(Algorithm):
         self.group_names = ["central"] if cfg.centralized else list(self.ids)
         self.gen = torch.Generator().manual_seed(self.seed)
         dims = dict(obs_dim=env.obs_dim, n_antennas=env.Nb, n_users=env.K, n_irs=env.L, n_elements=env.Nl, hidden=cfg.hidden,
-                    precoder_head=cfg.precoder_head, assoc_head=cfg.assoc_head, power_range=cfg.power_range)
+                    precoder_head=cfg.precoder_head, assoc_head=cfg.assoc_head, power_range=cfg.power_range,
+                    reg_range=cfg.reg_range, align_iters=cfg.align_iters, **local_scales(env))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             actors, critics = {}, {}
@@ -255,7 +359,7 @@ class MDLBI(Algorithm):
                 joint = (joint + sigma * torch.randn(joint.shape, generator=self.gen)).clamp(-1.0, 1.0)
             for i, a in enumerate(members):
                 raw[a] = joint[:, i].clone()
-                actions[a] = net.split(joint[:, i])
+                actions[a] = net.split(joint[:, i], torch.as_tensor(obs[a]).float())
         self._raw = (obs, raw)
         return actions
 

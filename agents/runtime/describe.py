@@ -238,9 +238,17 @@ def _p2_bs(a: Any, g: _Builder) -> dict[str, Any]:
         g.step("slice", ["own"], f"{key}_flat", start=i, stop=i + size)
         g.step("reshape", [f"{key}_flat"], f"raw_{key}", shape=list(shape))
         i += size
-    unknown = set(raw_shapes) - {"W", "power", "theta", "assoc"}
+    unknown = set(raw_shapes) - {"W", "power", "theta", "assoc", "reg"}
     if unknown:
         raise NotDescribable(f"P2BSActor raw action parts {sorted(unknown)}")
+    assoc = "raw_assoc"
+    if len(raw_shapes["assoc"]) == 1:  # claims (L,) -> the same scores for every user (K, L)
+        assoc = g.step("repeat", ["raw_assoc"], "assoc_k", axis=1, count=int(a.shapes["assoc"][0]))
+    if kw.get("precoder_head") == "local":   # W and theta from the BS's own CSI (agents.runtime.p2_local)
+        g.step("p2_local", ["obs", "raw_power", "raw_reg", "raw_assoc"], ["W", "theta"],
+               **{k: kw[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements", "align_iters", "refl_scale",
+                                     "snr_ref", "power_range", "reg_range")})
+        return g.graph({"W": "W", "theta": "theta", "assoc": assoc})
     W = "raw_W"
     if "power" in raw_shapes:        # W[:, :, k] *= exp(power_range (q_k - 1))
         g.step("sub", ["raw_power"], "q1", value=1.0)
@@ -248,9 +256,6 @@ def _p2_bs(a: Any, g: _Builder) -> dict[str, Any]:
         g.step("exp", ["q2"], "q3")
         g.step("reshape", ["q3"], "q4", shape=[1, 1, raw_shapes["power"][0]])
         W = g.step("mul", ["raw_W", "q4"], "Wp")
-    assoc = "raw_assoc"
-    if len(raw_shapes["assoc"]) == 1:  # claims (L,) -> the same scores for every user (K, L)
-        assoc = g.step("repeat", ["raw_assoc"], "assoc_k", axis=1, count=int(a.shapes["assoc"][0]))
     return g.graph({"W": W, "theta": "raw_theta", "assoc": assoc})
 
 

@@ -285,6 +285,13 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
             raise ValueError(f"{where}: net {p.get('net')!r} is not in nets")
         ranker = rknn.KNNRanker(n=int(p["n"]), k=int(p["k"]), max_bits=int(p["max_bits"]), q_net=net)
         return lambda r: ranker(e(r), bits(r), ctx(r))
+    if op == "p2_local":       # agents.mdlbi.local_precoders (P2 "local" head): (obs, q, r, c) -> W, theta
+        from agents.runtime.p2_local import local_precoders
+
+        o, q, rg, c = ins
+        kw = {k: p[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements", "align_iters")}
+        kw.update({k: float(p[k]) for k in ("refl_scale", "snr_ref", "power_range", "reg_range")})
+        return lambda r: local_precoders(o(r), q(r), rg(r), c(r), **kw)
     raise ValueError(f"{where}: op {op!r} is unknown to this ristwin runtime")
 
 

@@ -1,0 +1,74 @@
+"""numpy twin of ``agents.mdlbi.local_precoders`` (the P2 "local" precoder head), float64.
+
+A BS's precoders W (B, 2, N_b, K) in [-1, 1] and IRS phases theta (B, L, N_l) from its own
+observation and its raw outputs (power entries q (B, K), regularisation r (B, 1), claims
+c (B, L)); see the torch function for the math. Same operations in the same order, so the
+two agree to float64 rounding (ties of the argmax over users or claims aside).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _unit_phase(x: np.ndarray) -> np.ndarray:
+    a = np.abs(x)
+    return np.where(a > 0, x / np.maximum(a, 1e-300), 1.0 + 0j)
+
+
+def local_precoders(obs: np.ndarray, q: np.ndarray, r: np.ndarray, c: np.ndarray, *, n_users: int, n_irs: int,
+                    n_antennas: int, n_elements: int, refl_scale: float, snr_ref: float, power_range: float,
+                    reg_range: float, align_iters: int) -> tuple[np.ndarray, np.ndarray]:
+    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
+    x = obs.astype(np.float64)
+    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
+    parts, i = [], 0
+    for n in sizes:
+        parts.append(x[:, i:i + n])
+        i += n
+    d = (parts[0] + 1j * parts[1]).reshape(B, K, Nb)
+    G = (parts[2] + 1j * parts[3]).reshape(B, L, Nl, Nb)
+    h = (parts[4] + 1j * parts[5]).reshape(B, L, K, Nl)
+    own = parts[6] > 0.5
+    cd = c.astype(np.float64)
+    l = cd.argmax(-1)
+    rows = np.arange(B)
+    claimed = cd[rows, l] > 0
+    Gl = G[rows, l] * refl_scale
+    hl = h[rows, l]
+    gain = np.where(own, np.square(np.abs(hl)).sum(-1), -1.0)
+    k = gain.argmax(-1)
+    dk = d[rows, k].conj()
+    hk = hl[rows, k].conj()
+    e1 = np.zeros((B, Nb), dtype=np.complex128)
+    e1[:, 0] = 1.0
+    nd = np.linalg.norm(dk, axis=-1, keepdims=True)
+    v = np.where(nd > 0, dk.conj() / np.maximum(nd, 1e-300), e1)
+    phi = np.ones((B, Nl), dtype=np.complex128)
+    for _ in range(max(1, align_iters)):
+        per_el = hk * (Gl @ v[:, :, None])[:, :, 0]
+        direct = (dk * v).sum(-1, keepdims=True)
+        phi = _unit_phase(direct) * _unit_phase(per_el).conj()
+        g_row = dk + ((hk * phi)[:, :, None] * Gl).sum(1)
+        ng = np.linalg.norm(g_row, axis=-1, keepdims=True)
+        v = np.where(ng > 0, g_row.conj() / np.maximum(ng, 1e-300), v)
+    phi = np.where(claimed[:, None], phi, 1.0 + 0j)
+    refl = np.einsum("bkn,bnq->bkq", hl.conj() * phi[:, None, :], Gl)
+    g = d.conj() + refl * claimed[:, None, None]
+    g = g * own[:, :, None]
+    p = np.exp(power_range * (q.astype(np.float64) - 1.0)) * own
+    D = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+    M = np.einsum("bk,bki,bkj->bij", D, g.conj(), g)
+    alpha = np.power(10.0, reg_range * r.astype(np.float64).reshape(B)) / snr_ref
+    M = M + alpha[:, None, None] * np.eye(Nb)
+    X = np.linalg.solve(M, g.conj().transpose(0, 2, 1))
+    nx = np.linalg.norm(X, axis=-2, keepdims=True)
+    W = np.where(nx > 0, X / np.maximum(nx, 1e-300), 0.0) * np.sqrt(D)[:, None, :]
+    W2 = np.stack([W.real, W.imag], 1)
+    peak = np.maximum(np.abs(W2).reshape(B, -1).max(-1), 1e-300)
+    W2 = np.clip(W2 / peak[:, None, None, None], -1.0, 1.0)
+    theta = np.zeros((B, L, Nl))
+    theta[rows, l] = np.where(claimed[:, None], np.angle(phi) / math.pi, 0.0)
+    return W2.astype(np.float32), theta.astype(np.float32)
