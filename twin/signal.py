@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from twin import kernels, surfaces
+
 
 def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """Rows g_k^H = sum_l h_RU[l,k]^H diag(phi_l) H_BR[l] + h_BU[k]^H (P1 eq. 1).
@@ -33,6 +35,9 @@ def effective_channel(H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor
         # differentiable path (the out= writes below do not support autograd)
         cascaded = torch.einsum("...lkn,...lnm->...km", h_RU.conj() * phi.unsqueeze(-2), H_BR)
         return cascaded + h_BU.conj()
+    fused = kernels.p1_cascade(H_BR, h_RU, h_BU, phi)  # one C pass per environment when applicable (twin/kernels)
+    if fused is not None:
+        return fused
     L, N, M = H_BR.shape[-3:]
     K = h_RU.shape[-2]
     lead = H_BR.shape[:-3]
@@ -91,3 +96,25 @@ def energy_efficiency(sum_rate: torch.Tensor, tx_power_w: torch.Tensor, surface_
     (P3 eq. 11; P1's P_IRS of eq. 8 plugs in as ``surface_power_w``)."""
     total = tx_power_w + surface_power_w
     return sum_rate / total
+
+
+def p1_metrics(
+    H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor, bits: torch.Tensor, phase_idx: torch.Tensor,
+    on: torch.Tensor, V: torch.Tensor, noise_w: float, power_table: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The P1 evaluation of one slot: per-user rate (B, K) (eqs. 2, 1, 4, 5), per-stream transmit
+    power (B, K) and per-surface IRS power (B, L) (eq. 7; None without ``power_table``).
+
+    bits (B, L), phase_idx (B, L, N), on (B, L, N) as in twin/surfaces.py. On CPU this is one
+    fused C pass per environment (twin/kernels, ~3x faster than the torch ops at B = 1024); otherwise, or
+    with ``RISTWIN_FUSED=0``, the torch composition below (equal within float rounding).
+    """
+    fused = kernels.p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w,
+                            surfaces._unit_circle(H_BR.dtype, "cpu"), surfaces.MAX_PHASE_BITS, power_table) \
+        if H_BR.dtype in (torch.complex64, torch.complex128) else None
+    if fused is not None:
+        return fused
+    phi = surfaces.coefficients(bits, phase_idx, on, dtype=H_BR.dtype)
+    rate = rate_bps_hz(sinr(effective_channel(H_BR, h_RU, h_BU, phi), V, noise_w))
+    irs = None if power_table is None else surfaces.irs_power_w(bits, on, power_table)
+    return rate, tx_power_w(V), irs
