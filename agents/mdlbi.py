@@ -35,6 +35,14 @@ Action parameterization (``P2BSActor``; project choice, documented in docs/RESUL
 Exploration noise and the critic work on the raw tanh output; the env action is a fixed
 element-wise map of it. ``precoder_head="direct", assoc_head="per-user"`` gives the earlier,
 paper-literal outputs.
+- precoders "local" (``algo.precoder_head=local``, project option): the actor outputs only
+  one power entry per user, one regularisation entry and the L claims; W and the claimed
+  IRS's phases are computed from the BS's OWN observation (``local_precoders``: weighted
+  regularized MMSE directions on its own users' effective channels, the claimed IRS co-phased
+  for its strongest user). With DDPG the critic's gradient reached the 2 N_b K precoder
+  entries poorly (K = 30: 4.3 bit/s/Hz learned vs 23 with the exact gradient); here it only
+  has to rank K + 1 + L numbers. The map is parameter-free, so DDPG is unchanged; the numpy
+  runtime repeats it (``agents.runtime.p2_local``).
 
 Open values the paper leaves unspecified are named in ``MDLBIConfig`` (hidden sizes,
 exploration noise, warm-up, heads). The paper initializes w and Phi as identity; here the

@@ -5,6 +5,12 @@
   python bench/p2_study.py mobility    --out runs/p2study --horizon 60 --mobility-case 10 1
   python bench/p2_study.py diagnose    --mobility-case 10 1     # simple precoders, actor capacity
   python bench/p2_study.py report      --out runs/p2study
+  python bench/p2_study.py convergence --out runs/p2local --algo-set precoder_head=local   # any MDLBIConfig field
+  python bench/p2_study.py sweep --case 10 1 --scenario-set pl_exp_bs_user=5.0 ...         # a scenario variant
+  python bench/p2_study.py mobility-local --out runs/p2local --mobility-case 10 1 --with-wmmse
+      # MDLBI's claims vs fixed vs per-slot-best association, all with MDLBI's own precoders
+  python bench/p2_study.py heads --out runs/p2local --mobility-case 10 1    # untrained "local" head settings
+  python bench/p2_study.py plot-mobility --inputs preset=runs/p2local/mobility-local-K10-L1.json --png docs/p2_mobility.png
 
 Training runs are ordinary run directories (agents.training.Trainer, the code behind
 ``ristwin train``), so every number can be re-made with the CLI. Each phase prints a table
@@ -34,10 +40,28 @@ from twin.scenarios import get_scenario
 CASES = ((10, 1), (30, 1), (30, 2), (30, 4))   # P2 Fig. 4 (K, L), M = 2
 
 
-def algo_cfg(name: str, updates_per_step: int, hidden: tuple[int, ...]) -> MDLBIConfig:
+def _kv(items: list[str], fields: dict) -> dict:
+    """["key=value", ...] -> {key: value} cast to the dataclass field's default type."""
+    out = {}
+    for it in items:
+        k, v = it.split("=", 1)
+        if k not in fields:
+            raise SystemExit(f"unknown field {k!r}; known: {sorted(fields)}")
+        t = type(fields[k])
+        out[k] = v if t is str else (v.lower() in ("1", "true") if t is bool else t(v))
+    return out
+
+
+def algo_cfg(name: str, updates_per_step: int, hidden: tuple[int, ...], extra: list[str] = ()) -> MDLBIConfig:
     # Paper defaults otherwise; updates_per_step gradient updates per batched step of num_envs transitions.
     base = CentralDDPGConfig() if name == "ddpg-central" else MDLBIConfig()
-    return dataclasses.replace(base, updates_per_step=updates_per_step, hidden=hidden)
+    over = _kv(list(extra), {f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    return dataclasses.replace(base, updates_per_step=updates_per_step, hidden=hidden, **over)
+
+
+def scenario_over(a: argparse.Namespace) -> dict:
+    base = get_scenario("p2")
+    return _kv(list(a.scenario_set), {f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
 
 
 def train_one(out: Path, algo: str, K: int, L: int, seed: int, a: argparse.Namespace) -> Path:
@@ -48,11 +72,11 @@ def train_one(out: Path, algo: str, K: int, L: int, seed: int, a: argparse.Names
         import shutil
 
         shutil.rmtree(run)
-    scn = get_scenario("p2", n_users=K, n_irs=L, episode_steps=a.episode_steps)
+    scn = get_scenario("p2", **{**scenario_over(a), "n_users": K, "n_irs": L, "episode_steps": a.episode_steps})
     tc = TrainConfig(scenario="p2", algo=algo, steps=a.steps, num_envs=a.num_envs, seed=seed, log_every=a.log_every,
                      eval_every=a.eval_every, eval_episodes=a.eval_episodes, checkpoint_every=a.steps)
     t0 = time.perf_counter()
-    Trainer(run, tc, scn, algo_cfg(algo, a.updates_per_step, tuple(a.hidden))).run(plot=False)
+    Trainer(run, tc, scn, algo_cfg(algo, a.updates_per_step, tuple(a.hidden), a.algo_set)).run(plot=False)
     print(f"  trained {run.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     return run
 
@@ -69,7 +93,8 @@ def references(K: int, L: int, a: argparse.Namespace, names: tuple[str, ...]) ->
     """Reference decisions on the evaluation episodes of the runs (same seed as Trainer.evaluate uses per run seed 0)."""
     from agents.training import derive_seed
 
-    env = P2Env(num_envs=a.eval_episodes, cfg=get_scenario("p2", n_users=K, n_irs=L, episode_steps=a.episode_steps))
+    env = P2Env(num_envs=a.eval_episodes, cfg=get_scenario("p2", **{**scenario_over(a), "n_users": K, "n_irs": L,
+                                                                  "episode_steps": a.episode_steps}))
     pols = p2_reference_policies(env, 0, include_upper=False)
     out = {}
     for n in names:
@@ -166,6 +191,187 @@ def print_mobility(out: dict) -> None:
     print(f"SUMMARY mobility: adaptive - fixed association gap {gap[:10].mean():.2f} (first 10 slots) -> {gap[-10:].mean():.2f} (last 10) bit/s/Hz")
 
 
+# ------------------------------------------------------------------ mobility on equal precoding terms
+
+def candidate_owners(n_bs: int, L: int) -> list[tuple[int, ...]]:
+    """IRS -> BS assignments a claims head can express (each BS holds at most one IRS; -1 = idle)."""
+    import itertools
+
+    return [c for c in itertools.product(range(-1, n_bs), repeat=L) if all(c.count(m) <= 1 for m in range(n_bs))]
+
+
+def learned_actions(actors: dict, obs: dict, owners: torch.Tensor | None, L: int) -> dict:
+    """Each BS's learned action; with ``owners`` (B, L) its claims replaced by that assignment
+    (+1 on the IRS it is given, -1 elsewhere) and W / theta recomputed by its own head."""
+    acts = {}
+    with torch.inference_mode():
+        for m, (aid, actor) in enumerate(actors.items()):
+            o = torch.as_tensor(obs[aid]).float()
+            raw = actor.joint(o)[:, 0].clone()
+            if owners is not None:
+                raw[:, -L:] = torch.where(owners == m, 1.0, -1.0)
+            acts[aid] = actor.split(raw, o)
+    return acts
+
+
+def peek_rate(env: P2Env, acts: dict) -> torch.Tensor:
+    """Sum rate (B,) of ``acts`` on the env's current slot, without stepping."""
+    from twin import multicell as mc
+
+    d, s = env.decode_actions(acts), env.scene
+    return mc.evaluate(s.H_BI, s.h_IU, s.h_BU, d["phi"], d["claims"], s.user_cell, d["user_irs"], d["W"],
+                       env.cfg.noise_w)["sum_rate_bps_hz"]
+
+
+def best_owners(env: P2Env, actors: dict, obs: dict) -> torch.Tensor:
+    """(B, L): per env the candidate assignment with the highest sum rate this slot under the learned precoders."""
+    cands = candidate_owners(env.n_bs, env.L)
+    rates = torch.stack([peek_rate(env, learned_actions(actors, obs, torch.tensor(c).expand(env.num_envs, -1), env.L))
+                         for c in cands], -1)
+    return torch.tensor(cands)[rates.argmax(-1)]
+
+
+def run_policy(env: P2Env, name: str, actors: dict, refs: dict, seed: int) -> dict:
+    obs = env.reset(seed=seed)
+    held = None
+    rates, owners, colls = [], [], []
+    for t in range(env.cfg.episode_steps):
+        if name in refs:
+            acts = refs[name](env, obs)
+        elif name == "mdlbi":
+            acts = learned_actions(actors, obs, None, env.L)
+        elif name == "mdlbi prec., no IRS":
+            acts = learned_actions(actors, obs, torch.full((env.num_envs, env.L), -1), env.L)
+        elif name == "mdlbi prec., fixed assoc.":
+            if held is None:
+                held = best_owners(env, actors, obs)
+            acts = learned_actions(actors, obs, held, env.L)
+        elif name == "mdlbi prec., adaptive assoc. (ref)":
+            acts = learned_actions(actors, obs, best_owners(env, actors, obs), env.L)
+        res = env.step(acts)
+        rates.append(res.info["sum_rate"].double().numpy())
+        owners.append(res.info["owner"].numpy())
+        colls.append(res.info["collisions"].double().numpy())
+        obs = res.obs
+    return {"sum_rate": np.stack(rates).T.tolist(), "owner": np.stack(owners).transpose(1, 0, 2).tolist(),
+            "collisions": np.stack(colls).T.tolist()}
+
+
+LEARNED = ("mdlbi", "mdlbi prec., fixed assoc.", "mdlbi prec., adaptive assoc. (ref)", "mdlbi prec., no IRS")
+
+
+def cmd_mobility_local(a: argparse.Namespace) -> None:
+    """MDLBI's claims vs fixed vs per-slot-best association, all with MDLBI's own (learned, local-CSI)
+    precoders; WMMSE rows with fixed / adaptive association for scale. Per env: (B, T) traces."""
+    from agents.bundle import load_bundle
+
+    K, L = a.mobility_case
+    cfg = get_scenario("p2", **{**scenario_over(a), "n_users": K, "n_irs": L, "episode_steps": a.horizon})
+    out: dict = {}
+    for s in a.seeds:
+        run = a.out / f"mdlbi-K{K}-L{L}-s{s}"
+        bundle = load_bundle(run / runs.BUNDLE_DIR)
+        env = P2Env(num_envs=a.eval_episodes, cfg=cfg)
+        actors = {aid: bundle.actor_for(aid) for aid in env.agent_ids}
+        refs = p2_reference_policies(env, s, include_upper=True)
+        refs = {"fixed-assoc + WMMSE": refs["fixed-assoc"], "adaptive-assoc + WMMSE (ref)": refs["adaptive-assoc (ref)"]}
+        names = LEARNED + (tuple(refs) if a.with_wmmse else ())
+        for name in names:
+            out.setdefault(name, []).append(run_policy(env, name, actors, refs, 1000 + s))
+        print(f"  mobility seed {s} done", flush=True)
+    (a.out / f"mobility-local-K{K}-L{L}.json").write_text(json.dumps(out))
+    print_mobility_local(out, a.window)
+
+
+def print_mobility_local(out: dict, window: int = 10) -> None:
+    fixed = np.array([x for r in out["mdlbi prec., fixed assoc."] for x in r["sum_rate"]])    # (seeds * B, T)
+    T = fixed.shape[1]
+    print(f"policy                               mean   std/time  collisions  gap to fixed per {window}-slot window")
+    for name, per_seed in out.items():
+        x = np.array([v for r in per_seed for v in r["sum_rate"]])
+        c = np.array([v for r in per_seed for v in r["collisions"]])
+        gap = (x - fixed).mean(0) if x.shape == fixed.shape else np.full(T, np.nan)
+        wins = " ".join(f"{gap[i:i + window].mean():+6.2f}" for i in range(0, T, window))
+        print(f"{name:36s} {x.mean():6.2f}  {x.std(1).mean():6.2f}   {c.mean():6.3f}     {wins}")
+    own = [np.array(r["owner"]) for r in out["mdlbi"]]          # per seed (B, T, L)
+    ada = [np.array(r["owner"]) for r in out["mdlbi prec., adaptive assoc. (ref)"]]
+    switch = np.mean([(o[:, 1:] != o[:, :-1]).any(-1).mean() for o in own])
+    switch_ref = np.mean([(o[:, 1:] != o[:, :-1]).any(-1).mean() for o in ada])
+    agree = np.mean([(o == r).all(-1).mean() for o, r in zip(own, ada)])
+    held = np.mean([(o == o[:, :1]).all(-1).mean() for o in own])
+    print(f"mdlbi claims: change in {switch:.1%} of slots (adaptive reference {switch_ref:.1%}); equal to the slot-0 "
+          f"owner in {held:.1%}; equal to the per-slot best in {agree:.1%}")
+    m = np.array([v for r in out["mdlbi"] for v in r["sum_rate"]])
+    ad = np.array([v for r in out["mdlbi prec., adaptive assoc. (ref)"] for v in r["sum_rate"]])
+    no = np.array([v for r in out["mdlbi prec., no IRS"] for v in r["sum_rate"]])
+    print(f"SUMMARY mobility-local: mdlbi {m.mean():.2f}, fixed {fixed.mean():.2f}, adaptive {ad.mean():.2f}, "
+          f"no IRS {no.mean():.2f} bit/s/Hz; claims change in {switch:.1%} of slots")
+
+
+def cmd_heads(a: argparse.Namespace) -> None:
+    """Fixed (untrained) settings of the "local" head on each seed's evaluation episodes (as
+    Trainer.evaluate draws them): equal power shares, and all power on the N_b own users with the
+    strongest direct links (a CSI heuristic, no learning); no IRS claimed. Learning has to beat
+    the first; the second is what a good power split of this head can reach without the IRS."""
+    from agents.mdlbi import P2BSActor, local_scales
+    from agents.training import derive_seed
+
+    K, L = a.mobility_case
+    cfg = get_scenario("p2", **{**scenario_over(a), "n_users": K, "n_irs": L, "episode_steps": a.episode_steps})
+    env = P2Env(num_envs=a.eval_episodes, cfg=cfg)
+    actor = P2BSActor(env.obs_dim, env.Nb, K, L, env.Nl, hidden=(8,), precoder_head="local", assoc_head="claims",
+                      **local_scales(env))
+
+    def policy(strongest: bool):
+        def pol(env: P2Env, obs: dict) -> dict:
+            B, acts = env.num_envs, {}
+            for m, aid in enumerate(env.agent_ids):
+                q = torch.zeros(B, K)
+                if strongest:
+                    g = env.scene.h_BU[:, m].abs().square().sum(-1) * (env.scene.user_cell == m)
+                    q = torch.full((B, K), -1.0).scatter_(1, g.argsort(-1, descending=True)[:, :env.Nb], 1.0)
+                raw = torch.cat([q, torch.zeros(B, 1), -torch.ones(B, L)], -1)
+                acts[aid] = actor.split(raw, torch.as_tensor(obs[aid]).float())
+            return acts
+        return pol
+
+    rows = {}
+    for name, strongest in (("equal power shares", False), (f"N_b strongest own users", True)):
+        rows[name] = [float(rollout(env, policy(strongest), derive_seed(s, "eval"))["sum_rate"].mean()) for s in a.seeds]
+        print(f"  {name:28s} " + " / ".join(f"{v:.2f}" for v in rows[name]) + f"   mean {np.mean(rows[name]):.2f}")
+    (a.out / f"heads-K{K}-L{L}.json").write_text(json.dumps(rows))
+    print(f"SUMMARY heads K={K} L={L}: " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in rows.items()) + " bit/s/Hz")
+
+
+def cmd_plot_mobility(a: argparse.Namespace) -> None:
+    """Sum rate over time under mobility (mobility-local files given by --inputs LABEL=PATH):
+    top row absolute (learned-precoder rows and the WMMSE rows), bottom row gap to fixed association."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [s.split("=", 1) for s in a.inputs]
+    fig, axes = plt.subplots(2, len(items), figsize=(6 * len(items), 7), squeeze=False)
+    for j, (label, path) in enumerate(items):
+        out = json.loads(Path(path).read_text())
+        fixed = np.array([v for r in out["mdlbi prec., fixed assoc."] for v in r["sum_rate"]])
+        for name, per_seed in out.items():
+            x = np.array([v for r in per_seed for v in r["sum_rate"]])
+            style = "--" if "WMMSE" in name else "-"
+            axes[0, j].plot(x.mean(0), style, label=name)
+            if "WMMSE" not in name:
+                axes[1, j].plot((x - fixed).mean(0), label=name)
+        n = sum(len(r["sum_rate"]) for r in out["mdlbi"])
+        axes[0, j].set(xlabel="slot", ylabel="sum rate (bit/s/Hz)", title=f"{label}: mean of {n} episodes")
+        axes[1, j].set(xlabel="slot", ylabel="minus MDLBI prec. + fixed assoc.", title=f"{label}: gap to fixed association")
+        axes[1, j].axhline(0.0, color="k", lw=0.5)
+        axes[0, j].legend(fontsize=7), axes[1, j].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(a.png, dpi=80)
+    print(f"SUMMARY plot-mobility: {a.png}")
+
+
 def _slot_rate(env: P2Env, W: torch.Tensor) -> torch.Tensor:
     """Sum rate (B,) of precoders W (B, n_bs, N_b, K) on the env's current slot, no IRS claimed,
     W masked to own users and scaled to P_max exactly as the env does."""
@@ -211,9 +417,12 @@ def cmd_diagnose(a: argparse.Namespace) -> None:
     for name, r in rows.items():
         print(f"  {name:40s} {float(r.mean()):6.2f}")
     obs = lambda: env._all_obs()
-    for head in ("direct", "power-direction"):
+    from agents.mdlbi import local_scales
+
+    for head in a.diag_heads:
         torch.manual_seed(0)
-        actor = P2BSActor(env.obs_dim, Nb, K, L, env.Nl, hidden=tuple(a.hidden), precoder_head=head)
+        extra = dict(assoc_head="claims", **local_scales(env)) if head == "local" else {}
+        actor = P2BSActor(env.obs_dim, Nb, K, L, env.Nl, hidden=tuple(a.hidden), precoder_head=head, **extra)
         opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
         t0, hist = time.perf_counter(), []
         for it in range(a.diag_iters):
@@ -280,7 +489,7 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "plot", "report", "diagnose"))
+    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "mobility-local", "heads", "plot-mobility", "plot", "report", "diagnose"))
     ap.add_argument("--out", type=Path, default=Path("runs/p2study"))
     ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--num-envs", type=int, default=64)
@@ -296,10 +505,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--horizon", type=int, default=100, help="slots of the mobility episode")
     ap.add_argument("--mobility-case", type=int, nargs=2, default=[30, 2], metavar=("K", "L"), help="also the case of diagnose")
     ap.add_argument("--diag-iters", type=int, default=600, help="exact-gradient iterations of the diagnose capacity check")
+    ap.add_argument("--algo-set", nargs="*", default=[], metavar="KEY=VALUE", help="MDLBIConfig fields, e.g. precoder_head=local")
+    ap.add_argument("--scenario-set", nargs="*", default=[], metavar="KEY=VALUE", help="P2 preset fields (a scenario variant)")
+    ap.add_argument("--window", type=int, default=10, help="slots per window of the mobility gap table")
+    ap.add_argument("--with-wmmse", action="store_true", help="mobility-local: also the WMMSE fixed / adaptive rows (slow)")
+    ap.add_argument("--inputs", nargs="*", default=[], metavar="LABEL=PATH", help="plot-mobility: mobility-local json files")
+    ap.add_argument("--png", type=Path, default=Path("docs/p2_mobility.png"))
+    ap.add_argument("--diag-heads", nargs="+", default=["direct", "power-direction"], help="diagnose: precoder heads to check")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
+    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "mobility-local": cmd_mobility_local, "heads": cmd_heads, "plot-mobility": cmd_plot_mobility, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
 
 
 if __name__ == "__main__":
