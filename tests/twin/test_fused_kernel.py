@@ -161,6 +161,11 @@ def test_not_applicable_cases_take_the_torch_path(fused):
     assert kernels.p1_cascade(H.unsqueeze(0), h.unsqueeze(0), hb.unsqueeze(0), phi.detach().unsqueeze(0)) is None
     assert kernels.p1_eval(H.real.contiguous(), h, hb, bits, idx, on, V, 1e-13, surfaces._unit_circle(torch.complex64, "cpu"),
                            8, MU) is None  # real channels
+    big = random_case(1, 1, 4096, 4, 4, torch.complex64, seed=6)  # work arrays beyond the C stack budget
+    phi_big = surfaces.coefficients(*big[3:6])
+    assert kernels.p1_cascade(big[0], big[1], big[2], phi_big) is None
+    ref = torch.einsum("blkn,blnm->bkm", big[1].conj() * phi_big.unsqueeze(-2), big[0]) + big[2].conj()
+    torch.testing.assert_close(signal.effective_channel(big[0], big[1], big[2], phi_big), ref, rtol=1e-4, atol=1e-9)
 
 
 def test_bits_outside_the_tables_defer_to_the_torch_path(fused, monkeypatch):

@@ -38,7 +38,13 @@ ABI = 2  # must equal ristwin_p1_abi() in p1_eval.c
 SOURCES = ("p1_eval.c", "p1_eval_impl.h")
 # No -march=native: a cache directory on a shared home may serve other CPU models.
 FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno", "-pthread")
-MAX_DIM = 256  # per-environment work arrays live on the C stack
+# The per-environment work arrays live on the C stack (~2 L N (M + K + 1) + 5 K M reals): a
+# bound far above the presets (P1: ~450) and far below a thread's stack (256 KB in double).
+MAX_WORK_REALS = 32768
+
+
+def _fits(L: int, N: int, M: int, K: int) -> bool:
+    return min(L, N, M, K) >= 1 and 2 * L * N * (M + K + 1) + 5 * K * M <= MAX_WORK_REALS
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -176,13 +182,18 @@ _SFX = {torch.complex64: "c64", torch.complex128: "c128"}
 
 def _batched(x: torch.Tensor, B: int, ndim: int) -> tuple[torch.Tensor, int] | None:
     """(x with contiguous trailing dims, batch stride in elements) for a (B or 1, ...) input."""
-    if x.ndim != ndim or x.shape[0] not in (1, B):
+    if x.ndim != ndim:
+        return None
+    n = x.shape[0]
+    if n == B and not x.is_conj() and x.is_contiguous():  # the usual case, without a copy or a view
+        return x, x.numel() // n
+    if n not in (1, B):
         return None
     x = x.resolve_conj()
-    if x.shape[0] == 1 or x.stride(0) == 0:
+    if n == 1 or x.stride(0) == 0:
         return x[0].contiguous(), 0  # one environment shared by the whole batch
     x = x.contiguous()
-    return x, x[0].numel()
+    return x, x.numel() // n
 
 
 def _usable(*tensors: torch.Tensor) -> bool:
@@ -217,9 +228,9 @@ def p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w, circle, fine_bits
     B = max(t.shape[0] for t in (H_BR, h_RU, h_BU, V, bits, phase_idx, on))
     if B == 0:
         return None
-    if (tuple(h_RU.shape[1:]) != (L, K, N) or tuple(h_BU.shape[1:]) != (K, M) or tuple(V.shape[1:]) != (M, K)
-            or tuple(bits.shape[1:]) != (L,) or tuple(phase_idx.shape[1:]) != (L, N) or tuple(on.shape[1:]) != (L, N)
-            or max(L, N, M, K) > MAX_DIM or min(L, N, M, K) < 1):
+    if (h_RU.shape[1:] != (L, K, N) or h_BU.shape[1:] != (K, M) or V.shape[1:] != (M, K)
+            or bits.shape[1:] != (L,) or phase_idx.shape[1:] != (L, N) or on.shape[1:] != (L, N)
+            or not _fits(L, N, M, K)):
         return None
     if bits.dtype != torch.int64 or phase_idx.dtype != torch.int64 or on.dtype != torch.bool:
         if bits.is_floating_point() or phase_idx.is_floating_point() or bits.is_complex() or phase_idx.is_complex():
@@ -261,8 +272,8 @@ def p1_cascade(H_BR, h_RU, h_BU, phi):
     B = max(H_BR.shape[0], h_RU.shape[0], h_BU.shape[0], phi.shape[0])
     if B == 0:
         return None
-    if (tuple(h_RU.shape[1:]) != (L, K, N) or tuple(h_BU.shape[1:]) != (K, M) or tuple(phi.shape[1:]) != (L, N)
-            or max(L, N, M, K) > MAX_DIM or min(L, N, M, K) < 1):
+    if (h_RU.shape[1:] != (L, K, N) or h_BU.shape[1:] != (K, M) or phi.shape[1:] != (L, N)
+            or not _fits(L, N, M, K)):
         return None
     if not _usable(H_BR, h_RU, h_BU, phi):
         return None
