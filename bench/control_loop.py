@@ -85,6 +85,20 @@ def proc_cpu_ns(pid: int) -> int:
     return total
 
 
+def proc_switches(pid: int) -> int:
+    """Context switches of every thread of a process (voluntary + involuntary): how often its
+    threads went to sleep and woke (or were preempted), a load-independent count of wake-ups."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
     import torch
 
@@ -156,6 +170,7 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         groups = {"agents": [p.pid for p in agent_procs.values()], "server": [os.getpid()],
                   "others": [p.pid for p in procs if p not in agent_procs.values()]}
         cpu: dict[str, list[int]] = {}
+        switches: dict[str, list[int]] = {}
         threads: dict[str, list[dict[str, int]]] = {}
 
         class Server(TwinServer):
@@ -164,6 +179,7 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                 if self.slot in (warm, slots - 1):
                     for g, pids in groups.items():
                         cpu.setdefault(g, []).append(sum(proc_cpu_ns(p) for p in pids))
+                        switches.setdefault(g, []).append(sum(proc_switches(p) for p in pids))
                     for name, pid in [("server", os.getpid())] + [(a, p.pid) for a, p in agent_procs.items()]:
                         threads.setdefault(name, []).append(thread_cpu_ns(pid))
                 return await super()._run_slot(*args)
@@ -215,6 +231,9 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         # whole-process CPU per slot (all threads), over the measured slots
         **{f"proc_{g}": (v[1] - v[0]) / 1e6 / max(1, slots - 1 - warm) if len(v) == 2 else float("nan")
            for g, v in cpu.items()},
+        # context switches per slot (all threads): the wake-ups the two cores must schedule
+        **{f"csw_{g}": (v[1] - v[0]) / max(1, slots - 1 - warm) if len(v) == 2 else float("nan")
+           for g, v in switches.items()},
     }
 
 
@@ -316,14 +335,16 @@ def main() -> None:
         rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
           f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
-          f"{'proc CPU ms: agents/server/others':>33s}")
+          f"{'proc CPU ms: agents/server/others':>33s} {'switches/slot: agents/server/others':>35s}")
     for r in rows:
         ratio = f"{r['ratio_p50']:.2f}" if r["ratio_p50"] is not None else "-"
         print(f"{r['transport']:9s} {r['driver']:6s} {r['slots']:5d} {r['p50']:7.2f} {r['p99']:7.2f} "
               f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s} "
               f"{r['agent_cpu']:13.2f} {r['server_cpu']:13.2f} "
               f"{r.get('proc_agents', float('nan')):>15.2f}/{r.get('proc_server', float('nan')):.2f}/"
-              f"{r.get('proc_others', float('nan')):.2f}")
+              f"{r.get('proc_others', float('nan')):.2f} "
+              f"{r.get('csw_agents', float('nan')):>17.1f}/{r.get('csw_server', float('nan')):.1f}/"
+              f"{r.get('csw_others', float('nan')):.1f}")
     if rejoin:
         print(f"cold restart after kill -9 (no spare), kill -> first answered slot: "
               f"{', '.join(f'{t:.2f}' for t, _ in rejoin)} s (target < 2 s; of which kill -> hello: "

@@ -124,6 +124,7 @@ class AgentDaemon:
         self._welcomed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._signal: str | None = None
+        self._sync: _SyncState | None = None     # set while run_sync runs
         if cfg.driver_url:
             self._open_driver()
 
@@ -213,9 +214,12 @@ class AgentDaemon:
             self.status = "ok"
             if self._welcomed.is_set():
                 self._welcomed.clear()
-                task = asyncio.ensure_future(self._hello())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                if self._sync is not None:
+                    self._sync.hello_due = 0.0     # run_sync's loop says hello again now
+                else:
+                    task = asyncio.ensure_future(self._hello())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         elif msg.command == "reload":
             try:
                 bundle = load_agent_bundle(msg.arg or self.cfg.bundle)
@@ -275,7 +279,8 @@ class AgentDaemon:
                 self.counters["status_failed"] += 1
         return obs
 
-    async def _answer(self, msg: m.Observation, cpu0: float) -> None:
+    def _decide(self, msg: m.Observation) -> tuple | None:
+        """The slot's first half: local observation (the board's energy report) and decision."""
         recv_lag = max(0.0, time.time() - msg.sent_at)   # bus delay (same-host clocks; NTP across hosts)
         t0 = time.perf_counter()
         obs = self._local_obs(msg.obs)
@@ -283,29 +288,45 @@ class AgentDaemon:
             action = self.bundle.decide(self.agent, obs)
         except BundleError:
             self.counters["bad_observation"] += 1
-            return
-        t1 = time.perf_counter()
-        share = m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at)
-        share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
-        if share_first:
-            await self._publish(self._share_topic, share)
-        if self.cfg.delay_s > 0:
-            await asyncio.sleep(self.cfg.delay_s)
+            return None
+        return obs, action, recv_lag, t0, time.perf_counter()
+
+    def _apply_and_report(self, msg: m.Observation, decided: tuple, cpu0: float) -> bytes | None:
+        """The slot's second half: latch on the board, then the answer carrying what it applied."""
+        obs, action, recv_lag, t0, t1 = decided
         t_apply = time.perf_counter()
         applied = self._apply(action, obs) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
-        # The share is encoded before the answer goes out (a few us) so that the two sends follow
-        # each other directly: the bus's I/O thread then usually carries both in one wake-up.
-        share_body = None if share_first else self._encode(share)
         timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
                   "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
-        await self._publish(self._act_topic, m.Action(msg.slot, self.agent, action, applied, timing))
-        if not share_first:
-            await self._send(self._share_topic, share_body)   # after the answer: not on its path
         self._slow_apply = timing["apply_s"] > SLOW_APPLY_S
+        return self._encode(m.Action(msg.slot, self.agent, action, applied, timing))
+
+    def _share_body(self, msg: m.Observation, obs: np.ndarray) -> bytes | None:
+        return self._encode(m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
+
+    def _answered(self, msg: m.Observation) -> None:
         self.last_slot = msg.slot
         self.counters["answered"] += 1
         self._absorb_peers()
+
+    async def _answer(self, msg: m.Observation, cpu0: float) -> None:
+        decided = self._decide(msg)
+        if decided is None:
+            return
+        share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
+        if share_first:
+            await self._send(self._share_topic, self._share_body(msg, decided[0]))
+        if self.cfg.delay_s > 0:
+            await asyncio.sleep(self.cfg.delay_s)
+        act_body = self._apply_and_report(msg, decided, cpu0)
+        # The share is encoded before the answer goes out (a few us) so that the two sends follow
+        # each other directly: the bus's I/O thread then usually carries both in one wake-up.
+        share_body = None if share_first else self._share_body(msg, decided[0])
+        await self._send(self._act_topic, act_body)
+        if not share_first:
+            await self._send(self._share_topic, share_body)   # after the answer: not on its path
+        self._answered(msg)
 
     async def _serve(self, sub) -> None:
         while not self._stop.is_set():
@@ -385,10 +406,207 @@ class AgentDaemon:
 
     def _on_signal(self, name: str) -> None:
         self._signal = name
-        self._stop.set()
+        self.stop()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._sync is not None:
+            self._sync.wake()
+
+    # ---- the synchronous fast path (ZeroMQ) -----------------------------------------------
+
+    def run_sync(self) -> dict[str, Any]:
+        """The daemon without an event loop, for ZeroMQ: one thread blocks in ``poll`` on the SUB
+        socket (and a wake-up pipe for signals and :meth:`stop`), then per observation decodes,
+        decides, latches and sends straight away. Heartbeats, hello / welcome, control, peers,
+        reconnects (libzmq's), SIGTERM hold / safe and the counters are those of :meth:`run`;
+        what goes is the event loop's per-slot cost (selector, handles, futures, the running-loop
+        checks) and its extra system calls. The MQTT transport is asyncio only (aiomqtt)."""
+        from controller.transports.zmq_sync import ZmqSyncClient
+
+        if self.cfg.bus.kind != "zmq":
+            raise ConfigError(f"transport.kind: run_sync needs 'zmq', not {self.cfg.bus.kind!r}; use run()")
+        state = self._sync = _SyncState()
+        restore = state.install_signals(self._on_signal)
+        client: ZmqSyncClient | None = None
+        try:
+            client = self._connect_sync(state)
+            if client is None:
+                return {"agent": self.agent, **self.counters}
+            self._sync_loop(client, state)
+        finally:
+            if client is not None:
+                self._peer_raw.extend(client.drain_quiet())
+            self._absorb_peers()
+            if self._signal is not None and self.cfg.on_sigterm == "safe":
+                self._safe()
+            if client is not None:
+                client.close()
+            if self.driver is not None:
+                self.driver.close()
+            restore()
+            state.close()
+            self._sync = None
+        return {"agent": self.agent, **self.counters, "transport": client.stats.as_dict()}
+
+    def _connect_sync(self, state: "_SyncState"):
+        from controller.transports.zmq_sync import ZmqSyncClient
+
+        while not self._stop.is_set():
+            client = ZmqSyncClient(self.cfg.bus, self.agent)
+            try:
+                client.watch_fd(state.read_fd)
+                client.start()
+                client.subscribe(f"obs/{self.agent}", f"welcome/{self.agent}", "ctl/")
+                peers = [a for a in getattr(self.bundle, "agent_ids", ()) if a != self.agent]
+                topics = []
+                for prefix in _peer_prefixes(self.bundle.scenario_name, self.agent):
+                    # one subscription per peer (no echo of this daemon's own answers), as run() does
+                    topics += [prefix + a for a in peers] if prefix.endswith("/") and peers else [prefix]
+                if topics:
+                    # Peers' reports are read after this daemon's answer: on their own socket they
+                    # queue without waking this thread while the others are still answering.
+                    client.subscribe_quiet(*topics)
+                return client
+            except BusUnreachable:
+                client.close()
+                self.counters["connect_retries"] += 1
+                state.sleep(1.0)
+            except BaseException:
+                client.close()
+                raise
+        return None
+
+    def _sync_loop(self, client, state: "_SyncState") -> None:
+        obs_topic = f"obs/{self.agent}"
+        role = self.bundle.role_of(self.agent)
+        hello = self._encode(m.Hello(self.agent, role, os.getpid(), self.bundle.content_hash, self.incarnation))
+        serving = False                      # observations count only after the first welcome
+        hb_seq = 0
+        next_hb = time.monotonic()
+        state.hello_due = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if not self._welcomed.is_set() and now >= state.hello_due:
+                self._send_now(client, f"hello/{self.agent}", hello)
+                state.hello_due = now + 0.25
+            if now >= next_hb:
+                self._peer_raw.extend(client.drain_quiet())
+                self._absorb_peers()   # also between runs, so parked reports never pile up
+                self._send_now(client, f"hb/{self.agent}", self._encode(
+                    m.Heartbeat(self.agent, hb_seq, time.time(), self.status, self.last_slot)))
+                hb_seq += 1
+                next_hb = now + self.cfg.heartbeat_s
+            wake_at = next_hb if self._welcomed.is_set() else min(next_hb, state.hello_due)
+            if not client.wait(wake_at - time.monotonic()):
+                state.drain()
+                continue
+            newest: bytes | None = None
+            for topic, payload in client.drain():
+                if topic == obs_topic:
+                    if newest is not None:   # several queued (we were slow): only the newest matters
+                        self.counters["skipped_stale"] += 1
+                    newest = payload
+                elif topic.startswith("welcome/"):
+                    self._on_welcome(topic, payload)
+                elif topic.startswith("ctl/"):
+                    self._on_control(topic, payload)
+                else:
+                    self._on_peer(topic, payload)
+            serving = serving or self._welcomed.is_set()
+            if newest is None or not serving or self._stop.is_set():
+                continue
+            cpu0 = time.thread_time()
+            msg = m.decode_or_count(newest, self.counters)
+            if not isinstance(msg, m.Observation) or msg.agent != self.agent:
+                self.counters["unexpected"] += msg is not None
+                continue
+            if time.time() > msg.deadline:
+                self.counters["late_observation"] += 1
+                continue
+            self._answer_now(client, msg, cpu0)
+
+    def _answer_now(self, client, msg: m.Observation, cpu0: float) -> None:
+        """:meth:`_answer` without the event loop: the same order of sends."""
+        decided = self._decide(msg)
+        if decided is None:
+            return
+        share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
+        if share_first:
+            self._send_now(client, self._share_topic, self._share_body(msg, decided[0]))
+        if self.cfg.delay_s > 0:
+            time.sleep(self.cfg.delay_s)
+        act_body = self._apply_and_report(msg, decided, cpu0)
+        share_body = None if share_first else self._share_body(msg, decided[0])
+        self._send_now(client, self._act_topic, act_body)
+        if not share_first:
+            self._send_now(client, self._share_topic, share_body)
+        self._peer_raw.extend(client.drain_quiet())
+        self._answered(msg)
+
+    def _send_now(self, client, topic: str, body: bytes | None) -> None:
+        if body is None:
+            self.counters["publish_failed"] += 1
+            return
+        try:
+            client.publish(topic, body)
+        except (TransportError, MessageError):
+            self.counters["publish_failed"] += 1
+
+
+class _SyncState:
+    """run_sync's wake-up pipe (written by signals through ``signal.set_wakeup_fd`` and by
+    ``stop()`` from any thread) and the time the next hello is due."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self.hello_due = 0.0
+
+    def install_signals(self, on_signal) -> Any:
+        """SIGTERM / SIGINT set the stop flag and wake the poll (main thread only; elsewhere,
+        e.g. in-process tests, the caller stops the daemon with ``stop()``)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        old = {sig: signal.signal(sig, lambda _n, _f, name=name: on_signal(name))
+               for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT"))}
+        old_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+
+        def restore() -> None:
+            signal.set_wakeup_fd(old_fd)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return restore
+
+    def wake(self) -> None:
+        try:
+            os.write(self.write_fd, b"\0")
+        except (BlockingIOError, OSError):
+            pass   # the pipe is full or closed: the loop is awake or gone anyway
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` unless woken (stop / signal)."""
+        import select
+
+        select.select([self.read_fd], [], [], seconds)
+        self.drain()
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
@@ -396,6 +614,8 @@ def run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
     daemon = AgentDaemon(cfg, bundle)
     _limit_torch_threads()
     freeze_startup_objects()
+    if cfg.bus.kind == "zmq":
+        return daemon.run_sync()       # the slot path without an event loop
     return asyncio.run(daemon.run())
 
 

@@ -292,14 +292,7 @@ class ZmqTransport(Transport):
         self._closed = False
 
     def _secure(self, sock: zmq.Socket) -> None:
-        cfg = self.cfg
-        if cfg.curve_server_public and not self.endpoints[0].startswith("inproc://"):
-            if not cfg.curve_client_secret:
-                raise TransportError("transport.curve_client_secret: needed with curve_server_public")
-            public, secret = load_curve_keypair(cfg.curve_client_secret, "transport.curve_client_secret")
-            sock.curve_serverkey = load_curve_public(cfg.curve_server_public, "transport.curve_server_public")
-            sock.curve_publickey = public
-            sock.curve_secretkey = secret
+        secure_client_socket(sock, self.cfg, self.endpoints)
 
     async def start(self) -> None:
         self._pub = self.ctx.socket(zmq.PUB)
@@ -437,6 +430,18 @@ class ZmqTransport(Transport):
                 s.close(linger=0 if s is self._sub else 200)
         if self._own_ctx:
             self.ctx.term()
+
+
+def secure_client_socket(sock: zmq.Socket, cfg: BusConfig, endpoints: tuple[str, str]) -> None:
+    """CURVE client keys on a socket when the deployment gives the hub's public key (not over
+    inproc://, which only the hub's own process can reach)."""
+    if cfg.curve_server_public and not endpoints[0].startswith("inproc://"):
+        if not cfg.curve_client_secret:
+            raise TransportError("transport.curve_client_secret: needed with curve_server_public")
+        public, secret = load_curve_keypair(cfg.curve_client_secret, "transport.curve_client_secret")
+        sock.curve_serverkey = load_curve_public(cfg.curve_server_public, "transport.curve_server_public")
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
 
 
 def client_endpoints(cfg: BusConfig) -> tuple[str, str]:

@@ -1,0 +1,251 @@
+"""The ZeroMQ slot fast path without an event loop: ``AgentDaemon.run_sync`` (what a ``ristwin
+agent`` process runs on a ZeroMQ bus) and its client, ``ZmqSyncClient``.
+
+The daemons run in threads next to the twin server's event loop, each with its own bus
+connection, so every message crosses the hub. The process-level behaviour of the same path
+(kill -9 and rejoin, SIGTERM hold / safe, the warm spare) is in test_processes.py, whose
+daemon processes run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from controller import messages as m
+from controller.daemon import AgentDaemon, DaemonConfig
+from controller.runlog import read_runlog
+from controller.transports import BusConfig, connect
+from controller.transports.zmq_sync import ZmqSyncClient
+from controller.twin_server import ServerConfig, TwinServer
+from tests.controller.conftest import ZmqBus, free_port
+from tests.controller.test_runtime import AGENTS, SIM, reference_run
+
+
+class SyncDaemons:
+    """One ``run_sync`` daemon per agent, each in its own thread."""
+
+    def __init__(self, configs: list[DaemonConfig]) -> None:
+        self.daemons = [AgentDaemon(c) for c in configs]
+        self.results: dict[str, dict] = {}
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(d,), daemon=True) for d in self.daemons]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, daemon: AgentDaemon) -> None:
+        try:
+            self.results[daemon.agent] = daemon.run_sync()
+        except BaseException as exc:   # surfaced by stop()
+            self.errors.append(exc)
+
+    def stop(self, timeout: float = 5.0) -> float:
+        """Stop every daemon; the seconds until all threads ended."""
+        t0 = time.monotonic()
+        for d in self.daemons:
+            d.stop()
+        for t in self.threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in self.threads), "a sync daemon did not stop"
+        assert not self.errors, self.errors
+        return time.monotonic() - t0
+
+
+def daemon_configs(bus_cfg, bundle, overrides=None, agents=AGENTS) -> list[DaemonConfig]:
+    configs = []
+    for a in agents:
+        cfg = DaemonConfig(bus=bus_cfg, agent=a, bundle=str(bundle), driver_url=SIM if a.startswith("irs") else "")
+        configs.append(dataclasses.replace(cfg, **(overrides or {}).get(a, {})))
+    return configs
+
+
+def run_server(server: TwinServer, during=None) -> dict:
+    async def main():
+        task = asyncio.ensure_future(server.run())
+        if during is not None:
+            await during(server)
+        return await task
+
+    return asyncio.run(main())
+
+
+def server_for(bus_cfg, bundle, runlog, slots, **kw) -> TwinServer:
+    cfg = dict(bus=bus_cfg, agents=AGENTS, runlog=str(runlog), bundle=str(bundle), seed=11, slots=slots,
+               deadline_s=2.0, host_hub=False, join_timeout_s=30)
+    cfg.update(kw)
+    return TwinServer(ServerConfig(**cfg))
+
+
+def test_sync_daemons_equal_in_process(p1_bundle, tmp_path):
+    bus = ZmqBus()
+    slots = 12
+    try:
+        daemons = SyncDaemons(daemon_configs(bus.cfg, p1_bundle))
+        summary = run_server(server_for(bus.cfg, p1_bundle, tmp_path / "run.jsonl", slots))
+        stop_s = daemons.stop()
+    finally:
+        bus.close()
+    assert summary["slots"] == slots and summary["missed"] == {} and summary["late"] == {}
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    assert [r["slot"] for r in records] == list(range(slots))
+    reference = reference_run(p1_bundle, 11, slots)
+    for rec, (actions, reward, sum_rate) in zip(records, reference):
+        assert rec["reward"] == reward and rec["metrics"]["sum_rate"] == sum_rate   # bit-identical
+        np.testing.assert_array_equal(np.asarray(rec["agents"]["bs0"]["action"]["V"], np.float32),
+                                      actions["bs0"]["V"][0].numpy())
+        for irs in ("irs0", "irs1"):
+            assert rec["agents"][irs]["applied"]["phase_idx"] == actions[irs]["phase_idx"][0].tolist()
+    results = daemons.results
+    assert all(results[a]["answered"] == slots for a in AGENTS)
+    # The BS read the surfaces' reports from its quiet socket; the surfaces read no peers.
+    assert results["bs0"]["peer_msgs"] == 2 * slots
+    assert "peer_msgs" not in results["irs0"]
+    assert stop_s < 2.0                                          # stop() wakes the blocking poll
+
+
+def test_sync_late_agent_never_stalls_the_slot(p1_bundle, tmp_path):
+    bus = ZmqBus()
+    slots, deadline = 5, 0.3
+    try:
+        daemons = SyncDaemons(daemon_configs(bus.cfg, p1_bundle, {"irs1": {"delay_s": 2 * deadline}}))
+        summary = run_server(server_for(bus.cfg, p1_bundle, tmp_path / "run.jsonl", slots, deadline_s=deadline))
+        daemons.stop()
+    finally:
+        bus.close()
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    assert all(r["missed"] == ["irs1"] for r in records)
+    assert summary["late"].get("irs1", 0) >= 1
+    # A slow daemon answers only the newest of the observations queued meanwhile.
+    assert daemons.results["irs1"].get("skipped_stale", 0) + daemons.results["irs1"].get("late_observation", 0) >= 1
+    assert all(r["agents"]["irs0"]["answered"] for r in records)
+
+
+def test_sync_daemons_drop_and_count_junk(p1_bundle, tmp_path):
+    bus = ZmqBus()
+    slots = 8
+
+    async def attack(server):
+        rogue = await connect(bus.cfg, "rogue")
+        try:
+            while server.slot < 2:
+                await asyncio.sleep(0.01)
+            junk = [b"", b"\xc1", b"\x81\xa1v\x01", m.encode(m.Control("stop"))[:-1], b"\x92" * 1000]
+            for payload in junk:
+                for topic in ("obs/irs0", "obs/bs0", "ctl/all", "welcome/irs0", "act/irs0", "obs/irs01"):
+                    await rogue.publish(topic, payload)
+            await rogue.publish("obs/irs0", b"\x00" * (m.MAX_MESSAGE_BYTES + 1))   # oversized
+            await asyncio.sleep(0.2)
+        finally:
+            await rogue.close()
+
+    try:
+        daemons = SyncDaemons(daemon_configs(bus.cfg, p1_bundle))
+        summary = run_server(server_for(bus.cfg, p1_bundle, tmp_path / "run.jsonl", slots, period_s=0.1),
+                             during=attack)
+        daemons.stop()
+    finally:
+        bus.close()
+    assert summary["slots"] == slots and summary["missed"] == {}
+    irs0, bs0 = daemons.results["irs0"], daemons.results["bs0"]
+    assert irs0["malformed"] >= 5 and bs0["malformed"] >= 5      # obs/ + ctl/ + welcome junk, never a crash
+    assert "ctl_stop" not in irs0                                # a truncated control is not obeyed
+    assert irs0["transport"]["dropped_oversized"] == 1
+    # bs0's peers' junk on act/irs0 was counted after its answers; obs/irs01 is not irs0's topic.
+    assert bs0["malformed"] >= 10
+    assert irs0["answered"] == slots
+
+
+def test_sync_daemons_with_curve_identity_binding(p1_bundle, tmp_path):
+    """CURVE on the sync path: each daemon authenticates with its own key; a member claiming
+    another agent's id is dropped at the hub and counted, and the run goes on."""
+    from controller.security import generate_curve_keys
+
+    keys = tmp_path / "keys"
+    for name in ("hub", *AGENTS):
+        generate_curve_keys(keys, name)
+    hub_side = BusConfig(pub_port=free_port(), sub_port=free_port(), curve_server_secret=str(keys / "hub.key_secret"),
+                         curve_server_public=str(keys / "hub.key"))
+    client = dataclasses.replace(hub_side, curve_server_secret="")
+    slots = 10
+    server = server_for(hub_side, p1_bundle, tmp_path / "run.jsonl", slots, period_s=0.05, host_hub=True,
+                        agent_keys={a: str(keys / f"{a}.key") for a in AGENTS})
+    configs = [dataclasses.replace(c, bus=dataclasses.replace(client, curve_client_secret=str(keys / f"{c.agent}.key_secret")))
+               for c in daemon_configs(client, p1_bundle)]
+    sent = []
+
+    async def impostor(server):
+        rogue_cfg = dataclasses.replace(client, curve_client_secret=str(keys / "irs0.key_secret"))
+        while True:
+            try:
+                rogue = await connect(rogue_cfg, "rogue")
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        try:
+            while server.slot < slots - 3:
+                slot = server._open_slot
+                if slot >= 2 and slot not in sent:
+                    await rogue.publish("act/irs1", m.encode(m.Action(slot, "irs1", {}, None)))
+                    await rogue.publish("obs/irs1", m.encode(m.Observation(slot, "irs1", np.zeros(5, np.float32), 1e12)))
+                    sent.append(slot)
+                await asyncio.sleep(0.002)
+        finally:
+            await rogue.close()
+
+    daemons = SyncDaemons(configs)
+    summary = run_server(server, during=impostor)
+    daemons.stop()
+    assert len(sent) >= 3
+    assert summary["dropped"]["impostor"] == 2 * len(sent)
+    assert summary["slots"] == slots and summary["missed"] == {}
+    assert daemons.results["irs1"]["answered"] == slots            # the forged observations never reached irs1
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    assert [r["reward"] for r in records] == [ref[1] for ref in reference_run(p1_bundle, 11, slots)]
+
+
+def test_sync_daemons_wait_for_a_late_hub_and_outlive_a_server_restart(p1_bundle, tmp_path):
+    bus = BusConfig(pub_port=free_port(), sub_port=free_port())
+    daemons = SyncDaemons(daemon_configs(bus, p1_bundle))
+    time.sleep(1.0)                                                 # no hub yet: the daemons retry
+    summaries = []
+    for run in range(2):                                            # two servers, each hosting the hub
+        server = server_for(bus, p1_bundle, tmp_path / f"run{run}.jsonl", 3, seed=run, host_hub=True,
+                            join_timeout_s=40)
+        summaries.append(run_server(server))
+    daemons.stop()
+    assert [s["slots"] for s in summaries] == [3, 3] and all(s["missed"] == {} for s in summaries)
+    assert all(r["answered"] == 6 for r in daemons.results.values())  # the same daemons served both runs
+    assert all(r["ctl_start"] >= 1 for r in daemons.results.values())
+
+
+def test_sync_client_prefix_rule_and_quiet_socket():
+    """The shared topic rule on the byte-prefix SUB (obs/irs1 is not obs/irs10), and a quiet
+    subscription that queues without ending wait()."""
+    bus = ZmqBus()
+    try:
+        sender = ZmqSyncClient(bus.cfg, "sender").start()
+        receiver = ZmqSyncClient(bus.cfg, "receiver").start()
+        receiver.subscribe("obs/irs1")
+        receiver.subscribe_quiet("act/")
+        sender.subscribe()
+        for topic in ("act/irs0", "obs/irs10", "obs/irs1", "obs/irs1/x"):
+            sender.publish(topic, topic.encode())
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            if receiver.wait(0.5):
+                got += receiver.drain()
+        assert [t for t, _ in got] == ["obs/irs1", "obs/irs1/x"]
+        assert not receiver.wait(0.1)                               # act/irs0 did not wake the poll ...
+        assert receiver.drain_quiet() == [("act/irs0", b"act/irs0")]   # ... it waited on the quiet socket
+        with pytest.raises(Exception, match="topic"):
+            sender.publish("bad topic", b"")
+        sender.close()
+        receiver.close()
+    finally:
+        bus.close()
