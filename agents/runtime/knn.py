@@ -3,11 +3,9 @@ actions to a proto-action, ranked by the agent's Q_low network (P1 Alg. 2, lines
 
 Two paths, both exact (metric and definitions in ``agents.knn``):
 
-- fast (``KNNSearch._fast``): bound the extra cost of the k best by T (the (k-1)-th cheapest
-  among single changes and pairs of single changes), enumerate every action within the
-  bound level by level (d changes, each level one vectorized expansion; the k-th cheapest
-  found so far tightens the bound), and sort once. When the k+1 cheapest are pairwise more
-  than 1e-9 apart, the k best and their order are unambiguous, hence ``agents.knn``'s.
+- fast (``agents.runtime.kbest.RankSpace.row``): closed-form option costs, a dominance
+  table fixed in advance, one gather and one sort; accepted only when the k best and their
+  order are unambiguous (no near-ties), hence ``agents.knn``'s.
 - tie-exact (when they are not, e.g. saturated proto-actions give exact distance ties at
   the k-th neighbour): ``agents.knn``'s pairwise top-k merge, rewritten for one row with
   exact pruning, performing the same float64 operations in the same order, so the k best
@@ -15,17 +13,18 @@ Two paths, both exact (metric and definitions in ``agents.knn``):
 
 Either way the candidates, their order and therefore the action chosen by Q_low equal the
 torch actor's (``agents.maq.MAQIRSActor``, whose forward calls ``agents.knn``). Caches hold
-what does not depend on the observation: option grids, merge index tables, the Q network's
-input buffer, cos / sin tables of the phase encoding. Batches (B > 1) run row by row.
+what does not depend on the observation: the dominance tables, merge index tables, the Q
+network's input buffer, cos / sin tables of the phase encoding. Batches (B > 1) run row by row.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, Callable
 
 import numpy as np
+
+from agents.runtime.kbest import RankSpace
 
 F32 = np.float32
 TWO_PI = 2.0 * math.pi
@@ -35,9 +34,10 @@ _HUGE = float(np.finfo(np.float64).max)
 
 
 class KNNSearch:
-    """k nearest discrete actions for one proto-action row (see the module docstring).
+    """k nearest discrete actions for one proto-action row (see the module docstring): the
+    rank-space search (``self.rank``) when it accepts the row, else the tie-exact merge.
 
-    Two exact shortcuts over ``agents.knn`` that leave the result bit-identical:
+    The merge takes two exact shortcuts over ``agents.knn`` that leave the result bit-identical:
     - a tighter threshold T: the k-1 cheapest among single changes *and pairs of single
       changes on two coordinates* are k-1 distinct actions within extra cost T, so nothing
       costlier than T can enter the k best (agents.knn uses singles only, and T = inf when
@@ -64,15 +64,8 @@ class KNNSearch:
         self._rows: dict[int, np.ndarray] = {}
         self._pads: dict[tuple[int, int], np.ndarray] = {}
         self._choice0: dict[tuple[int, int], np.ndarray] = {}
-        self._ar = np.arange(max(2 * N * R, k) + 1)
-        self._zero = np.zeros(1)
-        self._zero_m = np.zeros(1, dtype=np.int64)
-        self._pow2 = np.left_shift(np.int64(1), np.arange(63, dtype=np.int64))
         self._valid = np.ones(self.k, dtype=bool)
-        self._subsets: dict[tuple[int, int], np.ndarray] = {}
-        self._pad_coord = -1 - np.arange(8)               # distinct, never a real coordinate
-        self._zero_d = np.zeros(8)
-        self._zero_i = np.zeros(8, dtype=np.int64)
+        self.rank = RankSpace(self.n, self.k, self.max_bits) if self.k > 1 else None
         self.fast = True
 
     def _phase_tables(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +79,14 @@ class KNNSearch:
     def __call__(self, u: np.ndarray, w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """u, w: (N,) float64; bits: int -> acts (k, 2N) int64 option values (phase index,
         then ON), squared distances (k,) ascending, valid (k,) (False: fewer than k actions)."""
+        if self.k > 1 and self.fast:
+            got = self.rank.row(np.concatenate([u, w]), int(bits))
+            if got is not None:
+                return got[0], got[1], self._valid
+        return self.exact(u, w, bits)
+
+    def exact(self, u: np.ndarray, w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tie-exact merge (``__call__``'s contract), bit for bit agents.knn's."""
         N, R, k = self.n, self.R, self.k
         bits = int(bits)
         grid_over_levels = self._phase_tables(bits)[0][:1 << bits]              # the grid F_b in turns
@@ -97,10 +98,6 @@ class KNNSearch:
         costs[0, :N, :1 << bits] = np.square(diff - np.round(diff))
         costs[0, N:, :2] = np.square(w[:, None] - self.grid[:2])
         c2 = costs[0]
-        if k > 1 and self.fast:
-            fast = self._fast(c2)
-            if fast is not None:
-                return fast
         r = min(R, k)
         order = np.argsort(c2, -1, kind="stable")[:, :r]                         # (2N, r)
         sorted_cost = c2.reshape(-1)[order + self.row_off]                      # (2N, r)
@@ -131,107 +128,6 @@ class KNNSearch:
         if not valid.all():
             acts = np.where(valid[:, None], acts, acts[:1])
         return acts, sums, valid
-
-    def _fast(self, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The fast path, from the option costs c2 (2N, R): every action within extra cost T
-        (the bound of the class docstring), level by level (d changes on d coordinates in
-        increasing order; a prefix never costs more than the whole, so nothing within the
-        bound is missed; the k-th smallest cost found so far tightens the bound), then one
-        sort. Valid when the k+1 smallest costs are pairwise more than TOL apart: then the
-        k best and their order are unambiguous, hence agents.knn's. Otherwise (exact or near
-        ties, e.g. saturated proto-actions, or fewer than k actions) returns None and the
-        caller runs the tie-exact merge. Distances equal agents.knn's up to float rounding."""
-        k, TOL = self.k, 1e-9
-        N2 = c2.shape[0]
-        ar = self._ar
-        best = c2.argmin(-1)                                # the rounding (first of equal costs, as a stable sort)
-        cmin = c2[ar[:N2], best]
-        delta = c2 - cmin[:, None]
-        delta[ar[:N2], best] = np.inf                        # changes only
-        m1 = delta.min(-1)
-        cheap = np.concatenate([delta.reshape(-1), m1[self.iu[0]] + m1[self.iu[1]]])
-        if cheap.size < k - 1:
-            return None
-        T = float(np.partition(cheap, k - 2)[k - 2])
-        if not T < np.inf:
-            return None
-        ci, oi = np.nonzero(delta <= T)                      # single changes (coordinate, option value)
-        nch = ci.size
-        if nch > 62:                                          # combinations are int64 bitmasks of changes
-            return None
-        vals = delta[ci, oi]
-        Te = T + TOL
-        floor = np.cumsum(np.sort(vals)).tolist()            # no d changes cost less than floor[d-1]
-        D = 4 if nch <= 14 else 3 if nch <= 20 else 0
-        if D:
-            res = self._one_shot(ci, oi, vals, D, Te, floor, best, cmin)
-            if res is not NotImplemented:
-                return res
-        later = ci[None, :] > ci[:, None]                     # change j may follow change i
-        s, last, mask = vals, ar[:nch], self._pow2[:nch]
-        level_s, level_m = [self._zero, s], [self._zero_m, mask]
-        total = 1 + nch
-        depth = 1
-        while True:
-            if total >= k:
-                Te = min(Te, float(np.partition(np.concatenate(level_s), k - 1)[k - 1]) + TOL)
-            if depth >= nch or floor[depth] > Te:
-                break
-            depth += 1
-            a, b = np.nonzero(later[last] & (s[:, None] + vals <= Te))
-            if a.size == 0:
-                break
-            s, last, mask = s[a] + vals[b], b, mask[a] | self._pow2[b]
-            level_s.append(s)
-            level_m.append(mask)
-            total += a.size
-        s_all = np.concatenate(level_s)
-        idx = np.argsort(s_all, kind="stable")[:k + 1]
-        top = s_all[idx]
-        if top.size <= k or float(np.diff(top).min()) <= TOL:
-            return None
-        idx = idx[:k]
-        rows, chs = np.nonzero((np.concatenate(level_m)[idx, None] >> ar[:nch]) & 1)
-        acts = np.repeat(best[None], k, 0)
-        acts[rows, ci[chs]] = oi[chs]
-        return acts, cmin[None].sum(-1) + top[:k], self._valid
-
-    def _one_shot(self, ci: np.ndarray, oi: np.ndarray, vals: np.ndarray, D: int, Te: float, floor: list,
-                  best: np.ndarray, cmin: np.ndarray) -> Any:
-        """``_fast``'s enumeration in one step for few changes: every set of at most D of the
-        nch single changes (a cached index table, padded with null changes), those on
-        distinct coordinates within the bound. NotImplemented when an action of D + 1
-        changes could still be among the k best (the level-by-level enumeration then runs)."""
-        k, TOL = self.k, 1e-9
-        nch, N2 = ci.size, best.size
-        tab = self._subset_table(nch, D)                                          # (M, D)
-        C = np.concatenate([ci, self._pad_coord[:D]])[tab]                         # coordinates, pads < 0
-        ok = C[:, 0] != C[:, 1]                       # changes are sorted by coordinate: neighbours suffice
-        for j in range(1, D - 1):
-            ok &= C[:, j] != C[:, j + 1]
-        S = np.concatenate([vals, self._zero_d[:D]])[tab].sum(1)
-        keep = np.nonzero(ok & (S <= Te))[0]
-        S = S[keep]
-        bound = float(np.partition(S, k - 1)[k - 1]) + TOL if S.size >= k else Te
-        if D < nch and floor[D] <= bound:
-            return NotImplemented
-        order = np.argsort(S, kind="stable")[:k + 1]
-        top = S[order]
-        if top.size <= k or float(np.diff(top).min()) <= TOL:
-            return None
-        sel = tab[keep[order[:k]]]                                                 # (k, D) change ids
-        acts = np.empty((k, N2 + 1), dtype=best.dtype)                             # last column: null changes
-        acts[:, :N2] = best
-        acts[self._ar[:k, None], np.concatenate([ci, np.full(D, N2)])[sel]] = np.concatenate([oi, self._zero_i[:D]])[sel]
-        return acts[:, :N2], cmin[None].sum(-1) + top[:k], self._valid
-
-    def _subset_table(self, nch: int, D: int) -> np.ndarray:
-        t = self._subsets.get((nch, D))
-        if t is None:
-            rows = [list(c) + [nch + j for j in range(len(c), D)]
-                    for d in range(D + 1) for c in itertools.combinations(range(nch), d)]
-            t = self._subsets[(nch, D)] = np.array(rows, dtype=np.int64).reshape(-1, D)
-        return t
 
     def _pair_table(self, wa: int, wb: int) -> tuple[np.ndarray, np.ndarray]:
         t = self._pairs.get((wa, wb))
@@ -305,14 +201,19 @@ class KNNRanker:
             return idx, e[:, n:] > 0.5
         idx_out = np.empty((B, n), dtype=np.int64)
         on_out = np.empty((B, n), dtype=bool)
-        e64 = e.astype(np.float64)
         cw = ctx.shape[1]
         buf = self._buf.get(cw)
         if buf is None:
             buf = self._buf[cw] = np.empty((1, k, cw + 3 * n), dtype=F32)
+        rank = self.search.rank
         for i in range(B):
             b = int(bits[i])
-            acts, _, valid = self.search(e64[i, :n], e64[i, n:], b)
+            got = rank.row(e[i], b) if self.search.fast else None
+            if got is not None:
+                acts, valid = got[0], None
+            else:
+                e64 = e[i].astype(np.float64)
+                acts, _, valid = self.search.exact(e64[:n], e64[n:], b)
             idx = acts[:, :n]
             on = acts[:, n:]
             cos_t, sin_t = self._trig(b)
@@ -321,7 +222,7 @@ class KNNRanker:
             buf[0, :, cw + n:cw + 2 * n] = sin_t[idx]
             buf[0, :, cw + 2 * n:] = on
             q = self.q_net(buf)[0, :, 0]
-            if valid is not self.search._valid and not valid.all():
+            if valid is not None and not valid.all():
                 q = np.where(valid, q, -np.inf)
             best = int(q.argmax())
             idx_out[i] = idx[best]

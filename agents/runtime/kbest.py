@@ -1,0 +1,246 @@
+"""The k nearest discrete IRS actions to a proto-action without enumerating the action set:
+an exact search in *rank space* over a table fixed in advance. Numpy only; used by the
+runtime for one row (``RankSpace.row``) and by ``agents.knn`` for batches (``RankSpace.batch``).
+
+Metric and definitions: ``agents.knn`` (2N coordinates: N phases on a circular grid of 2^b
+options, N ON bits with options 0 and 1; squared distance = sum of per-coordinate costs).
+
+**Closed forms.** With t_j the coordinate in grid units (t = u 2^b for a phase; t = w for an
+ON bit, whose options 0, 1 are a grid of two on [0, 1], so w must lie in [0, 1]), i_j =
+round(t_j) and r_j = t_j - i_j (|r_j| <= 1/2), the option of rank o lies at offset
+0, +1, -1, +2, -2, ... (toward r_j's side first) from i_j, and costs
+    E[j, o] = s_j (a_o^2 - 2 sigma_o a_o |r_j|)      (a_o = ceil(o / 2), sigma_o = +1 toward, -1 away)
+more than the rounding (s_j = 2^(-2b) for phases, 1 for ON bits): a row ascending in o for
+every |r_j| <= 1/2. No distance table, no sort of options. Sorting the coordinates by
+their margin E[j, 1] gives the rank-space table E'[c, o] (rows and column 1 ascending). An
+action near the rounding is a set S = {(c_i, o_i)} (distinct coordinate ranks, o_i >= 1)
+costing sum E'[c_i, o_i] more than the rounding.
+
+**Dominance table** (``dominance_table``). Two families of actions never cost more than S:
+lowering options on S's own coordinates (prod (o_i + 1) sets, rows ascending), and rank-1
+options on coordinates c'_1 < ... < c'_m matched to S's m largest coordinates with c' <= c
+(margins ascending; ``_gale_count`` of them). They share the 2^d subsets of S's coordinates
+at rank 1. When they hold k or more sets besides S, S costs at least as much as k others
+and is not among the k best unless tied. The table lists every other S: 2884 sets for
+2N = 20 coordinates, 8 options and k = 50 (139 with 2 options); coordinate ranks >= k - 1
+never appear, so large N adds no rows. Rows are grouped by largest coordinate rank.
+
+**Search.** T = the (k-1)-th smallest single change or pair of margins bounds the k-th
+extra cost; only coordinate ranks with margin <= T (a prefix of the table) and option
+ranks that some coordinate reaches within T (the table built for that many options) can
+take part. Sum those rows with one gather, take the k + 1 smallest (argpartition), sort.
+
+**Exactness.** Accepted only when the k + 1 smallest sums are pairwise more than TOL apart
+and no two adjacent entries of E' within the bound are (two successive options of a
+coordinate, the rounding and the first change, two successive margins). Then the k best
+are unique and all in the table: a set outside it within TOL of the k-th would dominate
+k table sets at or below the k-th, so it would be tied with the k-th through a chain of
+single steps (lower an option by one rank, move a rank-1 change to the next cheaper
+coordinate) each costing <= TOL, i.e. two adjacent entries within TOL. Their order is
+the order of their distances, hence ``agents.knn``'s (its stable sorts decide ties only).
+Otherwise the row is declined (None / ok False) and the caller runs the tie-exact merge.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+TOL = 1e-9            # sums closer than this count as tied (float64 rounding here is ~1e-15)
+BIG = 1e6             # extra cost of an option that does not exist (phase rank >= 2^b, ON rank >= 2)
+PAIR_COORDS = 12      # T looks at pairs among this many cheapest coordinates (any pairs give a bound)
+
+
+def _gale_count(cs: tuple[int, ...]) -> int:
+    """Sets X of non-negative integers, the empty set included, whose i-th largest element is
+    <= the i-th largest of ``cs`` (ascending) for every i <= |X|."""
+    total = 0
+    for m in range(len(cs) + 1):
+        ways = {-1: 1}                                   # strictly increasing x_1 < ... with x_i <= caps[i]
+        for cap in cs[len(cs) - m:]:
+            nxt: dict[int, int] = {}
+            for last, n in ways.items():
+                for x in range(last + 1, cap + 1):
+                    nxt[x] = nxt.get(x, 0) + n
+            ways = nxt
+        total += sum(ways.values())
+    return total
+
+
+@functools.lru_cache(maxsize=32)
+def dominance_table(C: int, R: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every set S of (coordinate rank < C, option rank in 1..R-1) that can be among the k best
+    (module docstring): coordinate ranks (M, d) and option ranks (M, d), padded with
+    (-1, 0), rows sorted by largest coordinate rank (the empty set first)."""
+    rows: list[tuple[tuple[int, int], ...]] = [()]
+
+    def options(cs: tuple[int, ...], budget: int) -> None:
+        d = len(cs)
+
+        def rec(i: int, prod: int, os: tuple[int, ...]) -> None:
+            if i == d:
+                rows.append(tuple(zip(cs, os)))
+                return
+            for o in range(1, R):
+                if prod * (o + 1) << (d - i - 1) > budget:   # the rest contribute >= 2 each
+                    break
+                rec(i + 1, prod * (o + 1), os + (o,))
+        rec(0, 1, ())
+
+    def grow(cs: tuple[int, ...]) -> None:
+        for c in range(cs[-1] + 1 if cs else 0, C):
+            nc = cs + (c,)
+            g = _gale_count(nc)
+            if g - 1 > k - 1:            # even all rank-1 options are dominated k times; larger c too
+                break
+            options(nc, k - g + (1 << len(nc)))     # prod (o+1) + g - 2^d - 1 <= k - 1
+            grow(nc)
+
+    grow(())
+    d = max(1, max(len(r) for r in rows))
+    rows.sort(key=lambda r: max((c for c, _ in r), default=-1))
+    coords = np.full((len(rows), d), -1, dtype=np.int64)
+    ranks = np.zeros((len(rows), d), dtype=np.int64)
+    for i, r in enumerate(rows):
+        for j, (c, o) in enumerate(r):
+            coords[i, j], ranks[i, j] = c, o
+    return coords, ranks
+
+
+def _smallest(sums: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the m smallest entries, ascending, and those entries (order among equal
+    entries arbitrary: the caller declines ties)."""
+    if sums.shape[0] < 640:                # a full sort is cheaper than partition + sort here
+        idx = sums.argsort()[:m]
+    else:
+        part = sums.argpartition(m - 1)[:m]
+        idx = part[sums[part].argsort()]
+    return idx, sums[idx]
+
+
+class RankSpace:
+    """The rank-space search for N elements, k neighbours, resolutions up to ``max_bits``."""
+
+    def __init__(self, n: int, k: int, max_bits: int) -> None:
+        self.n, self.k = int(n), int(k)
+        self.R = R = max(1 << int(max_bits), 2)
+        self.C = C = 2 * self.n
+        coords, ranks = dominance_table(min(C, self.k), R, self.k)
+        self.depth = coords.shape[1]
+        # per r2 (option ranks taking part): flat indices c * R + o into E' (C*R + 1 entries, the
+        # last a 0 for padding), (depth, M) so a prefix of rows is a column slice; and prefix
+        # counts: rows whose coordinate ranks are all < kc are the first pref[kc]
+        # per r2 (option ranks taking part): flat indices c * R + o into E' (C*R + 1 entries, the
+        # last a 0 for padding), (depth, M) so that a prefix of rows is a column slice; prefix
+        # counts (rows whose coordinate ranks are all < kc are the first pref[kc]); the rows as
+        # (M, Ck) flat indices per coordinate rank (o = 0 where unused; built on first use)
+        self.Ck = min(C, self.k)                          # coordinate ranks >= k - 1 never change
+        self._rows_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.tabs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for r2 in range(2, R + 1):
+            keep = (ranks < r2).all(1)
+            c, o = coords[keep], ranks[keep]
+            self._rows_of[r2] = (c, o)
+            flat = np.where(c >= 0, c * R + o, C * R)
+            pref = np.searchsorted(c.max(1), np.arange(C + 1), "left")
+            self.tabs[r2] = (np.ascontiguousarray(flat.T), pref)
+        self._dense: dict[int, np.ndarray] = {}
+        a = (np.arange(R) + 1) // 2
+        toward = np.arange(R) % 2 == 1
+        self.off2 = np.stack([np.where(toward, a, -a), np.where(toward, -a, a)])   # rank offsets, r >= 0 / r < 0
+        self._a2, self._2sa = (a * a).astype(np.float64), np.where(toward, 2.0 * a, -2.0 * a)
+        self._res: dict[int, tuple] = {}
+        # buffers of the one-row search (RankSpace is not thread-safe)
+        self._t = np.empty(C)
+        self._ebuf = np.zeros(C * R + 1)                 # E' flat, then the padding 0
+        self._es = self._ebuf[:C * R].reshape(C, R)
+        self._vs = np.empty((C, R), dtype=np.int64)      # option values in rank space
+
+    def dense(self, r2: int) -> np.ndarray:
+        """Rows of table r2 as (M, Ck) flat indices c * R + o into rank space (o = 0: unchanged)."""
+        d = self._dense.get(r2)
+        if d is None:
+            c, o = self._rows_of[r2]
+            d = np.arange(self.Ck) * self.R + np.zeros((c.shape[0], 1), dtype=np.intp)
+            for j in range(c.shape[1]):
+                used = c[:, j] >= 0
+                d[used, c[used, j]] += o[used, j]
+            d = self._dense[r2] = d
+        return d
+
+    def resolution(self, b: int) -> tuple:
+        """Tables of resolution b (see the module docstring): A2, B with E = A2 - |r| B; the
+        grid multiplier, s, s and 2s per coordinate; option counts - 1 per coordinate (bit
+        masks, 2^b - 1 or 1); for ranks o >= 2 (phases only) the column minima as functions of
+        max |r| (toward ranks) or min |r| (away ranks): [(a_o^2 s, 2 sigma_o a_o s, toward)]."""
+        t = self._res.get(b)
+        if t is None:
+            n, R = self.n, self.R
+            L = np.array([1 << b] * n + [2] * n)
+            s = np.array([1.0 / float(1 << (2 * b))] * n + [1.0] * n)
+            exists = np.arange(R)[None, :] < L[:, None]
+            A2 = np.where(exists, s[:, None] * self._a2, BIG * (1.0 + np.arange(R)))
+            B = np.where(exists, s[:, None] * self._2sa, 0.0)
+            mult = np.array([float(1 << b)] * n + [1.0] * n)
+            sp = float(s[0])
+            cols = [(float(self._a2[o]) * sp, float(self._2sa[o]) * sp, o % 2 == 1) for o in range(2, 1 << b)]
+            t = self._res[b] = (A2, B, mult, s, 2.0 * s, L - 1, cols)
+        return t
+
+    def row(self, e: np.ndarray, b: int, unit: bool = False, want_dist: bool = True):
+        """One proto-action e (2N,) = (u turns, w) at resolution b -> (actions (k, 2N) int64
+        option values, nearest first; squared distances (k,) or None), or None when declined
+        (ties, w outside [0, 1], too few actions). ``unit``: the caller guarantees w in [0, 1]."""
+        n, k = self.n, self.k
+        A2, B, mult, s, s2, Lm, cols = self._res.get(b) or self.resolution(b)
+        t = self._t
+        np.multiply(e, mult, out=t)
+        if not unit and not (t[n:].min() >= 0.0 and t[n:].max() <= 1.0):
+            return None
+        i0 = np.rint(t)
+        r = t - i0
+        ar = np.abs(r)
+        E = A2 - ar[:, None] * B                                 # (C, R) extra cost per option rank
+        marg = s - s2 * ar                                       # E[:, 1]
+        P = marg.argsort()
+        ms = marg[P]
+        E.take(P, 0, out=self._es)                               # rank space
+        # pass 1: rank-1 options only (table 2, all of it); its k-th smallest bounds the k-th extra cost
+        flatT, pref = self.tabs[2]
+        if flatT.shape[1] <= k:
+            return None
+        sums = np.add.reduce(self._ebuf[flatT], 0)
+        sel, top = _smallest(sums, k + 1)
+        T = float(top[k - 1]) + TOL
+        kc = int(ms.searchsorted(T, "right"))
+        r2, rmin = 2, 0.0
+        if cols and cols[0][0] <= T:                             # phase ranks >= 2 within T (E[:, 2] >= s)
+            rmin, rmax = float(ar[:n].min()), None
+            for a2s, b2s, toward in cols:
+                if toward and rmax is None:
+                    rmax = float(ar[:n].max())
+                if a2s - b2s * (rmax if toward else rmin) > T:
+                    break
+                r2 += 1
+        # ties between adjacent entries within the bound (module docstring): margins against 0
+        # and each other; options 1 and 2 of a phase (4 s |r| apart; any other two successive
+        # options are at least a margin apart)
+        if not float(ms[0]) > TOL or (kc > 1 and (ms[1:kc] - ms[:kc - 1]).min() <= TOL) \
+                or (r2 > 2 and 4.0 * rmin * float(s[0]) <= TOL):
+            return None
+        if r2 > 2:                                               # pass 2: options up to rank r2 - 1
+            flatT, pref = self.tabs[r2]
+            M = min(max(int(pref[kc]), k + 1), flatT.shape[1])       # more rows than needed are harmless
+            sel, top = _smallest(np.add.reduce(self._ebuf[flatT[:, :M]], 0), k + 1)
+        if not ((top[1:] - top[:-1]).min() > TOL and top[k - 1] < 0.5 * BIG):     # ties among the k + 1 best
+            return None
+        sel = sel[:k]
+        V = (i0.astype(np.int64)[:, None] + self.off2[np.signbit(r).view(np.uint8)]) & Lm[:, None]
+        V.take(P, 0, out=self._vs)                               # option values by rank (mod 2^b: & mask)
+        acts = np.empty((k, self.C), dtype=np.int64)
+        acts[:] = V[:, 0]                                        # the rounding
+        acts[:, P[:self.Ck]] = self._vs.ravel()[self.dense(r2)[sel]]
+        if not want_dist:
+            return acts, None
+        return acts, float(np.dot(s, r * r)) + top[:k]
