@@ -184,7 +184,8 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                         threads.setdefault(name, []).append(thread_cpu_ns(pid))
                 return await super()._run_slot(*args)
 
-        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120))
+        # as `ristwin twin-server` runs it (blocking_collect: nothing else runs in this loop)
+        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120, blocking_collect=True))
         freeze_startup_objects()   # as `ristwin twin-server` does
         t0 = time.perf_counter()
         if profile:

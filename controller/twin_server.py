@@ -54,6 +54,10 @@ class ServerConfig:
     join_timeout_s: float = 60.0
     stop_agents: bool = False             # send ctl stop to every agent at the end
     agent_keys: dict[str, str] = field(default_factory=dict)   # ZeroMQ hub: agent id -> its CURVE public key file
+    # Hosting the ZeroMQ hub, collect a slot's answers by blocking on the hub's sockets instead
+    # of an event-loop turn per arrival. Only for a process whose loop runs nothing else during
+    # a slot (``serve``, the bench); in-process tests run daemons in the same loop and keep False.
+    blocking_collect: bool = False
 
 
 def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
@@ -252,7 +256,13 @@ class TwinServer:
 
     async def _collect(self, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
         """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline."""
-        if self._all_in_at is None:
+        wait = getattr(self.transport, "wait", None) if self.cfg.blocking_collect else None
+        if wait is not None:
+            # The hub's own transport forwards and dispatches in this thread (HubTransport.wait).
+            while self._all_in_at is None and (left := deadline - time.time()) > 0:
+                wait(left)
+            await asyncio.sleep(0)   # one loop turn per slot: tasks (a welcome, a stop) still run
+        elif self._all_in_at is None:
             try:
                 await asyncio.wait_for(self._all_in, max(0.0, deadline - time.time()))
             except asyncio.TimeoutError:
@@ -267,7 +277,7 @@ class TwinServer:
         deadline = t0 + self.cfg.deadline_s
         bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
         self._open_slot, self._got, self._all_in_at = slot, {}, None
-        self._all_in = asyncio.get_running_loop().create_future()
+        self._all_in = None if self.cfg.blocking_collect else asyncio.get_running_loop().create_future()
         # Encode first, then hand every observation to the transport back to back: agents start
         # together. Neither transport suspends on a per-slot publish (ZeroMQ: a non-blocking send;
         # MQTT QoS 0: queued on paho), so a plain loop does it without a task per observation.
@@ -361,14 +371,15 @@ class TwinServer:
         if cfg.bus.kind == "zmq" and cfg.host_hub:
             from controller.transports.zmq_bus import ZmqHub
 
-            self.hub = ZmqHub(cfg.bus, agent_keys=cfg.agent_keys).start()
+            # This loop forwards the hub's traffic itself (no proxy thread; see HubTransport).
+            self.hub = ZmqHub(cfg.bus, agent_keys=cfg.agent_keys, threaded=False).start()
         try:
             bus = cfg.bus
             if bus.kind == "zmq" and bus.curve_server_secret:
                 # On the hub host the server authenticates with the hub's own key pair.
                 bus = dataclasses.replace(bus, curve_client_secret=bus.curve_server_secret)
             if self.hub is not None:
-                self.transport = self.hub.local_transport("twin")   # in-process: no TCP hop to the hub
+                self.transport = self.hub.local_transport("twin")   # the hub itself: no hop to reach it
                 await self.transport.start()
             else:
                 self.transport = await connect(bus, "twin")
@@ -447,7 +458,7 @@ def serve(cfg: ServerConfig) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         from controller.daemon import freeze_startup_objects
 
-        server = TwinServer(cfg)
+        server = TwinServer(dataclasses.replace(cfg, blocking_collect=True))   # nothing else runs in this loop
         freeze_startup_objects()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

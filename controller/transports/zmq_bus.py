@@ -83,9 +83,15 @@ class _KeyRing:
 class ZmqHub:
     """The forwarder. ``start()`` binds (port 0 = pick a free one, see ``pub_port`` / ``sub_port``)."""
 
-    def __init__(self, cfg: BusConfig, agent_keys: Mapping[str, str] | None = None) -> None:
+    def __init__(self, cfg: BusConfig, agent_keys: Mapping[str, str] | None = None, *, threaded: bool = True) -> None:
         check_bus_security(cfg, hub=True)
         self.cfg = cfg
+        # threaded: the forwarder runs in its own thread (a standalone hub, the tests' bus). Not
+        # threaded: the owner's event loop forwards (:class:`HubTransport`, the twin server), one
+        # thread hop and wake-up less for every message (no proxy thread, no inproc pipe).
+        self.threaded = threaded
+        self.front: zmq.Socket | None = None
+        self.back: zmq.Socket | None = None
         # agent id -> file with that agent's CURVE public key: binds the id to the key (see IdentityRule)
         self.agent_keys = dict(agent_keys or {})
         if self.agent_keys and not cfg.curve_server_secret:
@@ -148,7 +154,7 @@ class ZmqHub:
             self.pub_port = self._bind(front, host, cfg.pub_port)
             self.sub_port = self._bind(back, host, cfg.sub_port)
             # The hub's own process (the twin server) connects in-process: no I/O thread, no TCP.
-            for sock, ep in zip((front, back), self.inproc):
+            for sock, ep in zip((front, back), self.inproc if self.threaded else ()):
                 sock.bind(ep)
             if cfg.ipc_dir:   # same-host clients may use unix sockets instead of loopback TCP
                 Path(cfg.ipc_dir).expanduser().mkdir(parents=True, exist_ok=True)
@@ -168,6 +174,8 @@ class ZmqHub:
         ctl_a.bind(self._ctl_name)
         self._ctl = self.ctx.socket(zmq.PAIR)
         self._ctl.connect(self._ctl_name)
+        if not self.threaded:
+            self.front, self.back = front, back
 
         def run_proxy() -> None:
             try:
@@ -195,8 +203,11 @@ class ZmqHub:
             for m in mons:
                 m.close(0)
 
-        self._threads = [threading.Thread(target=run_proxy, name="ristwin-hub", daemon=True),
-                         threading.Thread(target=run_monitor, name="ristwin-hub-monitor", daemon=True)]
+        self._threads = [threading.Thread(target=run_monitor, name="ristwin-hub-monitor", daemon=True)]
+        if self.threaded:
+            self._threads.append(threading.Thread(target=run_proxy, name="ristwin-hub", daemon=True))
+        else:
+            ctl_a.close(0)
         for t in self._threads:
             t.start()
         return self
@@ -223,18 +234,48 @@ class ZmqHub:
             except zmq.Again:
                 pass   # nothing after all: poll again
 
-    def _forward_checked(self, frames: list, back: zmq.Socket) -> None:
+    def _forward_checked(self, frames: list, back: zmq.Socket) -> bool:
         try:
             user = frames[0].get("User-Id")
         except zmq.ZMQError:
             user = HUB_USER   # inproc: only the hub's own process can connect in-process
         if may_publish(user, frames[0].bytes):
             back.send_multipart(frames, copy=False)
-        else:
-            self.impostors[user] += 1
+            return True
+        self.impostors[user] += 1
+        return False
 
-    def local_transport(self, client_id: str) -> "ZmqTransport":
-        """A client for this hub's own process, connected over inproc:// (not yet started)."""
+    def pump(self, deliver) -> None:
+        """Not threaded: forward everything queued now, as the proxy thread would (subscriptions
+        upstream, publishes downstream, identity-checked when agent ids are bound to keys), and
+        hand each forwarded publish's frames to ``deliver`` (the owner's own subscriptions)."""
+        front, back = self.front, self.back
+        checked = bool(self.agent_keys)
+        try:
+            while True:
+                busy = False
+                while back.getsockopt(zmq.EVENTS) & zmq.POLLIN:   # (un)subscriptions: keep XPUB's queue empty
+                    front.send_multipart(back.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
+                    busy = True
+                while front.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    frames = front.recv_multipart(zmq.NOBLOCK, copy=False)
+                    busy = True
+                    if checked:
+                        if not self._forward_checked(frames, back):
+                            continue
+                    else:
+                        back.send_multipart(frames, copy=False)
+                    deliver(frames)
+                if not busy:
+                    return
+        except zmq.Again:
+            pass   # nothing after all: the next readiness edge calls again
+
+    def local_transport(self, client_id: str) -> "Transport":
+        """A client for this hub's own process (not yet started): over inproc:// for a threaded
+        hub; the forwarder itself (:class:`HubTransport`) when the owner's loop forwards."""
+        if not self.threaded:
+            return HubTransport(self)
         return ZmqTransport(self.cfg, client_id, context=self.ctx, endpoints=self.inproc)
 
     @staticmethod
@@ -245,8 +286,13 @@ class ZmqHub:
         return port
 
     def close(self) -> None:
+        if not self.threaded and self.front is not None:
+            for sock in (self.front, self.back):
+                sock.close(0)
+            self.front = self.back = None
         if self._threads:
-            self._ctl.send(b"TERMINATE")
+            if self.threaded:
+                self._ctl.send(b"TERMINATE")
             self._stop_monitor.set()
             for t in self._threads:
                 t.join(timeout=2)
@@ -430,6 +476,104 @@ class ZmqTransport(Transport):
                 s.close(linger=0 if s is self._sub else 200)
         if self._own_ctx:
             self.ctx.term()
+
+
+class HubTransport(Transport):
+    """The hub owner's own transport when its event loop forwards (``ZmqHub(threaded=False)``).
+
+    Publishing is a send on the hub's XPUB socket (filtered by the subscribers' subscriptions
+    like any publish); every message a client publishes passes through :meth:`ZmqHub.pump`
+    here, which forwards it and dispatches it to this process's subscriptions. So the owner
+    sees the bus without a second socket pair, the inproc pipes and the proxy thread: an
+    answer reaches the twin server in the same wake-up that forwards it. The owner's own
+    publishes are not echoed back to it. :meth:`wait` blocks on the hub's sockets (a blocking
+    slot collect); otherwise the loop's readers pump.
+    """
+
+    def __init__(self, hub: ZmqHub) -> None:
+        super().__init__()
+        if hub.threaded or hub.front is None:
+            raise TransportError("transport: HubTransport needs a started ZmqHub(threaded=False)")
+        self.hub = hub
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fds = (hub.front.getsockopt(zmq.FD), hub.back.getsockopt(zmq.FD))
+        self._poll = None
+        self._pump_scheduled = False
+        self._closed = False
+        self._families: tuple[bytes, ...] = ()   # topic prefixes some subscription here may match
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for fd in self._fds:
+            self._loop.add_reader(fd, self.pump)
+        self._schedule_pump()
+
+    def _schedule_pump(self) -> None:
+        # ZMQ_FD is edge-triggered and a send may consume the edge: look again on the next turn.
+        if not self._pump_scheduled and self._loop is not None and not self._closed:
+            self._pump_scheduled = True
+            self._loop.call_soon(self.pump)
+
+    def pump(self) -> None:
+        self._pump_scheduled = False
+        if not self._closed:
+            self.hub.pump(self._deliver)
+
+    def _deliver(self, frames: list) -> None:
+        if len(frames) != 2:
+            return
+        raw = frames[0].bytes
+        if not raw.startswith(self._families):
+            return   # nobody here listens (share/, a client's probe, ...): forwarded only
+        try:
+            topic = raw.decode("ascii")
+        except UnicodeDecodeError:
+            self.stats.dropped_malformed += 1
+            return
+        self._dispatch(topic, frames[1].bytes)
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` s for client traffic, then forward and dispatch it (what the
+        loop's readers do, without an event-loop turn)."""
+        import select
+
+        if self._poll is None:
+            self._poll = select.poll()
+            for fd in self._fds:
+                self._poll.register(fd, select.POLLIN)
+        self.pump()   # reading ZMQ_EVENTS re-arms the edge before sleeping on it
+        self._poll.poll(max(0, int(timeout * 1000 + 0.999)))
+        self.pump()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        validate_topic(topic)
+        if self._closed:
+            raise TransportError("transport: publish on a closed hub transport")
+        back = self.hub.back
+        try:
+            back.send(topic.encode("ascii"), _SEND_MORE)
+            back.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.dropped_disconnected += 1
+            return
+        self.stats.published += 1
+        self._schedule_pump()
+
+    async def _subscribe_remote(self, prefix: str) -> None:
+        # Every publish passes through this process: a subscription is live at once.
+        self._families = tuple(sorted({sub.prefix.encode("ascii") for sub in self._subs}))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_subs()
+        if self._loop is not None:
+            for fd in self._fds:
+                try:
+                    self._loop.remove_reader(fd)
+                except (RuntimeError, ValueError, OSError):
+                    pass
 
 
 def secure_client_socket(sock: zmq.Socket, cfg: BusConfig, endpoints: tuple[str, str]) -> None:

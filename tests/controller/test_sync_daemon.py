@@ -249,3 +249,34 @@ def test_sync_client_prefix_rule_and_quiet_socket():
         receiver.close()
     finally:
         bus.close()
+
+
+def test_server_hosting_the_hub_collects_blocking(p1_bundle, tmp_path):
+    """The twin server as ``ristwin twin-server`` runs it: its loop forwards the hub's traffic
+    itself (no proxy thread) and blocks on the hub's sockets while a slot is open. Same
+    answers as in-process; a late agent is a miss at the deadline, not a stall."""
+    bus = BusConfig(pub_port=free_port(), sub_port=free_port())
+    slots, deadline = 8, 0.3
+    daemons = SyncDaemons(daemon_configs(bus, p1_bundle, {"irs1": {"delay_s": 2 * deadline}}))
+    server = server_for(bus, p1_bundle, tmp_path / "run.jsonl", slots, host_hub=True, blocking_collect=True,
+                        deadline_s=deadline)
+    t0 = time.monotonic()
+    summary = run_server(server)
+    wall = time.monotonic() - t0
+    daemons.stop()
+    assert server.hub is not None and not server.hub.threaded
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    assert [r["slot"] for r in records] == list(range(slots))
+    assert all(r["missed"] == ["irs1"] for r in records) and summary["late"].get("irs1", 0) >= 1
+    assert wall < slots * deadline + 30                            # every slot closed at its deadline
+    assert daemons.results["bs0"]["answered"] == slots and daemons.results["irs0"]["answered"] == slots
+    assert daemons.results["bs0"]["peer_msgs"] >= slots            # irs0's reports forwarded by the server's loop
+
+    # Everyone on time: slot by slot what in-process evaluation gives.
+    daemons = SyncDaemons(daemon_configs(bus, p1_bundle))
+    server = server_for(bus, p1_bundle, tmp_path / "run2.jsonl", slots, host_hub=True, blocking_collect=True)
+    summary = run_server(server)
+    daemons.stop()
+    assert summary["missed"] == {} and summary["late"] == {}
+    records = read_runlog(tmp_path / "run2.jsonl", "slot")
+    assert [r["reward"] for r in records] == [ref[1] for ref in reference_run(p1_bundle, 11, slots)]
