@@ -57,8 +57,10 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):   # exp(-x) -> inf gives 0, as torch's sigmoid
-        return F32(1.0) / (F32(1.0) + np.exp(-x))
+    if x.size and x.min() < -88.0:     # float32 exp(-x) overflows: inf gives 0, as torch's sigmoid
+        with np.errstate(over="ignore"):   # (errstate costs more than the rest of the op: only here)
+            return F32(1.0) / (F32(1.0) + np.exp(-x))
+    return F32(1.0) / (F32(1.0) + np.exp(-x))
 
 
 _ACTS.update(relu=_relu, tanh=_tanh, elu=_elu, gelu=_gelu, sigmoid=_sigmoid)
@@ -105,7 +107,9 @@ def _linear(W: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     W, b = np.ascontiguousarray(W, dtype=F32), np.ascontiguousarray(b, dtype=F32)
 
     def linear(x: np.ndarray) -> np.ndarray:
-        return x @ W + b      # the same expression (and BLAS call) as agents.maq's numpy path
+        y = x @ W             # the same BLAS call and float32 additions as agents.maq's x @ W + b
+        y += b
+        return y
 
     linear.is_linear = True  # type: ignore[attr-defined]
     return linear
@@ -163,7 +167,7 @@ def _scale_to_power(V: np.ndarray, p_max_w: float, mode: str, eps: float = 1e-12
 
 
 def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, np.ndarray],
-              nets: Mapping[str, Net], where: str) -> Callable[[list], Any]:
+              nets: Mapping[str, Net], where: str, made_by: Mapping[str, str] | None = None) -> Callable[[list], Any]:
     op = step["op"]
     p = step
 
@@ -204,11 +208,14 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
         if not consts:
             return lambda r: np.concatenate([f(r) for f in ins], -1)
 
+        parts = [(consts.get(i), f) for i, f in enumerate(ins)]
+        first = next((i for i in range(len(ins)) if i not in consts), None)
+
         def concat(r: list) -> np.ndarray:
-            vals = [consts[i] if i in consts else f(r) for i, f in enumerate(ins)]
-            B = next(v.shape[0] for i, v in enumerate(vals) if i not in consts) if len(consts) < len(vals) else 1
+            vals = [f(r) if c is None else c for c, f in parts]
+            B = 1 if first is None else vals[first].shape[0]
             if B != 1:
-                vals = [np.broadcast_to(v, (B, v.shape[1])) if i in consts else v for i, v in enumerate(vals)]
+                vals = [np.broadcast_to(v, (B, v.shape[1])) if c is not None else v for (c, _), v in zip(parts, vals)]
             return np.concatenate(vals, -1)
         return concat
     if op == "slice":
@@ -283,7 +290,9 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
         net = nets.get(p.get("net"))
         if net is None:
             raise ValueError(f"{where}: net {p.get('net')!r} is not in nets")
-        ranker = rknn.KNNRanker(n=int(p["n"]), k=int(p["k"]), max_bits=int(p["max_bits"]), q_net=net)
+        # a sigmoid's output needs no range check (the search's closed form wants w in [0, 1])
+        unit = made_by is not None and made_by.get(step["in"][0]) == "sigmoid"
+        ranker = rknn.KNNRanker(n=int(p["n"]), k=int(p["k"]), max_bits=int(p["max_bits"]), q_net=net, unit=unit)
         return lambda r: ranker(e(r), bits(r), ctx(r))
     if op == "p2_local":       # agents.mdlbi.local_precoders (P2 "local" head): (obs, q, r, c) -> W, theta
         from agents.runtime.p2_local import local_precoders
@@ -307,6 +316,7 @@ class Program:
         for name in self.state_spec:
             slots[f"state.{name}"] = len(slots)
         consts: list[tuple[int, np.ndarray]] = []
+        made_by: dict[str, str] = {}          # register -> the op that last wrote it
         self._fns: list[tuple[Callable[[list], Any], tuple[int, ...]]] = []
         self._writes: list[tuple[str, int]] = []
 
@@ -334,9 +344,10 @@ class Program:
                 continue
             ins_raw = step.get("in", [])
             ins = [getter(x, where) for x in (ins_raw if isinstance(ins_raw, list) else [ins_raw])]
-            fn = _build_op(step, ins, arrays, self.nets, where)
+            fn = _build_op(step, ins, arrays, self.nets, where, made_by)
             outs = step.get("out")
             outs = outs if isinstance(outs, list) else [outs]
+            made_by.update({o: step.get("op") for o in outs if isinstance(o, str)})
             for o in outs:
                 if not isinstance(o, str) or o.startswith("@") or o == "obs":
                     raise ValueError(f"{where}: bad output register {o!r}")

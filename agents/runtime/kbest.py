@@ -148,7 +148,7 @@ class RankSpace:
         self._dense: dict[int, np.ndarray] = {}
         a = (np.arange(R) + 1) // 2
         toward = np.arange(R) % 2 == 1
-        self.off2 = np.stack([np.where(toward, a, -a), np.where(toward, -a, a)])   # rank offsets, r >= 0 / r < 0
+        self._offp, self._offn = np.where(toward, a, -a), np.where(toward, -a, a)   # rank offsets, r >= 0 / r < 0
         self._a2, self._2sa = (a * a).astype(np.float64), np.where(toward, 2.0 * a, -2.0 * a)
         self._res: dict[int, tuple] = {}
         # buffers of the one-row search (RankSpace is not thread-safe)
@@ -236,8 +236,10 @@ class RankSpace:
         if not ((top[1:] - top[:-1]).min() > TOL and top[k - 1] < 0.5 * BIG):     # ties among the k + 1 best
             return None
         sel = sel[:k]
-        V = (i0.astype(np.int64)[:, None] + self.off2[np.signbit(r).view(np.uint8)]) & Lm[:, None]
-        V.take(P, 0, out=self._vs)                               # option values by rank (mod 2^b: & mask)
+        V = np.where(np.signbit(r)[:, None], self._offn, self._offp)      # offsets of the option ranks
+        V += i0.astype(np.int64)[:, None]
+        V &= Lm[:, None]                                          # option values (mod 2^b)
+        V.take(P, 0, out=self._vs)                               # ... by coordinate rank
         acts = np.empty((k, self.C), dtype=np.int64)
         acts[:] = V[:, 0]                                        # the rounding
         acts[:, P[:self.Ck]] = self._vs.ravel()[self.dense(r2)[sel]]

@@ -175,21 +175,23 @@ class KNNRanker:
     int64, on (B, N) bool): the k nearest actions at resolution ``bits`` (B,), the one with the
     largest Q_low(ctx, encode(x)) (``q_net`` maps (B, k, ctx + 3N) -> (B, k, 1))."""
 
-    def __init__(self, n: int, k: int, max_bits: int, q_net: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, n: int, k: int, max_bits: int, q_net: Callable[[np.ndarray], np.ndarray],
+                 unit: bool = False) -> None:
         self.n, self.k, self.max_bits, self.q_net = int(n), int(k), int(max_bits), q_net
+        self.unit = bool(unit)      # e is a sigmoid's output: w in [0, 1] without checking
         self.search = KNNSearch(n, k, max_bits)
         self._buf: dict[int, np.ndarray] = {}
         self._trig_tabs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _trig(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """cos / sin of 2 pi i / 2^b for every phase index i, computed with the float32
+    def _trig(self, b: int) -> np.ndarray:
+        """(R, 2) cos / sin of 2 pi i / 2^b for every phase index i, computed with the float32
         operations of agents.maq's encoding (u = i / 2^b, then 2 pi u), so a table lookup
         gives the same bits as computing them per candidate."""
         t = self._trig_tabs.get(b)
         if t is None:
             i = np.arange(max(1 << self.max_bits, 2))
             a = F32(TWO_PI) * (i.astype(F32) / np.power(F32(2.0), F32(b)))
-            t = self._trig_tabs[b] = (np.cos(a), np.sin(a))
+            t = self._trig_tabs[b] = np.stack([np.cos(a), np.sin(a)], 1)
         return t
 
     def __call__(self, e: np.ndarray, bits: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,10 +207,11 @@ class KNNRanker:
         buf = self._buf.get(cw)
         if buf is None:
             buf = self._buf[cw] = np.empty((1, k, cw + 3 * n), dtype=F32)
-        rank = self.search.rank
+        enc = buf[0, :, cw:cw + 2 * n].reshape(k, 2, n).transpose(0, 2, 1)     # (k, n, cos / sin) view
+        rank, unit = self.search.rank, self.unit
         for i in range(B):
             b = int(bits[i])
-            got = rank.row(e[i], b) if self.search.fast else None
+            got = rank.row(e[i], b, unit, False) if self.search.fast else None
             if got is not None:
                 acts, valid = got[0], None
             else:
@@ -216,10 +219,8 @@ class KNNRanker:
                 acts, _, valid = self.search.exact(e64[:n], e64[n:], b)
             idx = acts[:, :n]
             on = acts[:, n:]
-            cos_t, sin_t = self._trig(b)
             buf[0, :, :cw] = ctx[i]
-            buf[0, :, cw:cw + n] = cos_t[idx]
-            buf[0, :, cw + n:cw + 2 * n] = sin_t[idx]
+            enc[...] = self._trig(b)[idx]                         # cos, then sin, of every phase
             buf[0, :, cw + 2 * n:] = on
             q = self.q_net(buf)[0, :, 0]
             if valid is not None and not valid.all():
