@@ -157,14 +157,17 @@ def local_precoders(obs: torch.Tensor, q: torch.Tensor, r: torch.Tensor, c: torc
     refl = torch.einsum("bkn,bnq->bkq", hl.conj() * phi.unsqueeze(1), Gl)           # (B, K, Nb)
     g = d.conj() + refl * claimed[:, None, None].to(refl.dtype)
     g = g * own.unsqueeze(-1).to(g.dtype)
-    p = torch.exp(power_range * (q.to(torch.float64) - 1.0)) * own.to(torch.float64)
-    D = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+    ownf = own.to(torch.float64)
+    half = torch.exp(0.5 * power_range * (q.to(torch.float64) - 1.0)) * ownf     # sqrt of the power entries
+    norm = half.square().sum(-1, keepdim=True).clamp_min(1e-300).sqrt()
+    sqrtD = half / norm                                                           # sqrt(D), gradient-safe at D = 0
+    D = sqrtD.square()
     M = torch.einsum("bk,bki,bkj->bij", D.to(g.dtype), g.conj(), g)
     alpha = torch.pow(10.0, reg_range * r.to(torch.float64).reshape(B)) / snr_ref
     M = M + alpha[:, None, None] * torch.eye(Nb, dtype=g.dtype)
     X = torch.linalg.solve(M, g.conj().transpose(-1, -2))                           # (B, Nb, K)
     nx = torch.linalg.vector_norm(X, dim=-2, keepdim=True)
-    W = torch.where(nx > 0, X / nx.clamp_min(1e-300), torch.zeros_like(X)) * D.sqrt().unsqueeze(1)
+    W = torch.where(nx > 0, X / nx.clamp_min(1e-300), torch.zeros_like(X)) * sqrtD.unsqueeze(1)
     W2 = torch.stack([W.real, W.imag], 1)                                            # (B, 2, Nb, K)
     peak = W2.abs().flatten(1).amax(-1).clamp_min(1e-300)
     W2 = (W2 / peak[:, None, None, None]).clamp(-1.0, 1.0)

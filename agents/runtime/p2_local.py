@@ -58,14 +58,15 @@ def local_precoders(obs: np.ndarray, q: np.ndarray, r: np.ndarray, c: np.ndarray
     refl = np.einsum("bkn,bnq->bkq", hl.conj() * phi[:, None, :], Gl)
     g = d.conj() + refl * claimed[:, None, None]
     g = g * own[:, :, None]
-    p = np.exp(power_range * (q.astype(np.float64) - 1.0)) * own
-    D = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+    half = np.exp(0.5 * power_range * (q.astype(np.float64) - 1.0)) * own
+    sqrtD = half / np.sqrt(np.maximum(np.square(half).sum(-1, keepdims=True), 1e-300))
+    D = np.square(sqrtD)
     M = np.einsum("bk,bki,bkj->bij", D, g.conj(), g)
     alpha = np.power(10.0, reg_range * r.astype(np.float64).reshape(B)) / snr_ref
     M = M + alpha[:, None, None] * np.eye(Nb)
     X = np.linalg.solve(M, g.conj().transpose(0, 2, 1))
     nx = np.linalg.norm(X, axis=-2, keepdims=True)
-    W = np.where(nx > 0, X / np.maximum(nx, 1e-300), 0.0) * np.sqrt(D)[:, None, :]
+    W = np.where(nx > 0, X / np.maximum(nx, 1e-300), 0.0) * sqrtD[:, None, :]
     W2 = np.stack([W.real, W.imag], 1)
     peak = np.maximum(np.abs(W2).reshape(B, -1).max(-1), 1e-300)
     W2 = np.clip(W2 / peak[:, None, None, None], -1.0, 1.0)
