@@ -91,6 +91,7 @@ class MDLBIConfig:
     power_range: float = 5.0              # open: power entry q in [-1, 1] scales a user's column by exp(power_range (q - 1))
     reg_range: float = 3.0                # open ("local" head): regularisation 10^(reg_range r) / SNR_ref, r in [-1, 1]
     align_iters: int = 3                  # open ("local" head): phase-alignment / MRT alternations for the claimed IRS
+    gain_features: bool = False           # open: append own users' log link gains to the actor's and critic's input
 
 
 def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -176,6 +177,23 @@ def local_precoders(obs: torch.Tensor, q: torch.Tensor, r: torch.Tensor, c: torc
     return W2.to(torch.float32), theta.to(torch.float32)
 
 
+def gain_features(x: torch.Tensor, groups: int, obs_dim: int, n_users: int, n_irs: int, n_antennas: int,
+                  n_elements: int) -> torch.Tensor:
+    """x (B, groups * obs_dim) -> x ++ per block [log10 ||h_BU,k||^2 (K), log10 ||h_IU,lk||^2 (L K)],
+    own users only (0 elsewhere), in the observation's normalized units (float32). The link gains
+    an actor needs to rank its users, which an MLP on raw real / imaginary entries finds hard
+    (``algo.gain_features``; ``agents.runtime.p2_local.gain_features`` is the numpy twin)."""
+    B, K, L, Nb, Nl = x.shape[0], n_users, n_irs, n_antennas, n_elements
+    o = x.reshape(B, groups, obs_dim)
+    d2 = o[..., :K * Nb].square() + o[..., K * Nb:2 * K * Nb].square()                       # (B, g, K Nb)
+    i = 2 * K * Nb + 2 * L * Nl * Nb
+    h2 = o[..., i:i + L * K * Nl].square() + o[..., i + L * K * Nl:i + 2 * L * K * Nl].square()
+    own = o[..., i + 2 * L * K * Nl:i + 2 * L * K * Nl + K]                                    # (B, g, K)
+    fd = torch.log10(d2.reshape(B, groups, K, Nb).sum(-1) + 1e-6) * own
+    fh = torch.log10(h2.reshape(B, groups, L, K, Nl).sum(-1) + 1e-6) * own.unsqueeze(2)
+    return torch.cat([x, torch.cat([fd, fh.reshape(B, groups, L * K)], -1).reshape(B, -1)], -1)
+
+
 PRECODER_HEADS = ("power-direction", "direct", "local")
 ASSOC_HEADS = ("claims", "per-user")
 
@@ -210,7 +228,7 @@ class P2BSActor(Actor):
                  hidden: Sequence[int] = (256, 256), group_size: int = 1, index: int = 0,
                  agent_ids: Sequence[str] = (), precoder_head: str = "direct", assoc_head: str = "per-user",
                  power_range: float = 5.0, refl_scale: float = 1.0, snr_ref: float = 1.0, reg_range: float = 3.0,
-                 align_iters: int = 3) -> None:
+                 align_iters: int = 3, gain_features: bool = False) -> None:
         super().__init__()
         if not 0 <= int(index) < int(group_size):
             raise ConfigError(f"index: {index} is not a member of a group of {group_size}")
@@ -224,7 +242,8 @@ class P2BSActor(Actor):
                         n_elements=int(n_elements), hidden=[int(h) for h in hidden], group_size=int(group_size),
                         index=int(index), agent_ids=[str(a) for a in agent_ids], precoder_head=str(precoder_head),
                         assoc_head=str(assoc_head), power_range=float(power_range), refl_scale=float(refl_scale),
-                        snr_ref=float(snr_ref), reg_range=float(reg_range), align_iters=int(align_iters))
+                        snr_ref=float(snr_ref), reg_range=float(reg_range), align_iters=int(align_iters),
+                        gain_features=bool(gain_features))
         Nb, K, L, Nl = self._kw["n_antennas"], n_users, n_irs, n_elements
         self.shapes = {"W": (2, Nb, K), "theta": (L, Nl), "assoc": (K, L)}
         if precoder_head == "local":  # power entries + one regularisation entry; W and theta from own CSI
@@ -238,7 +257,16 @@ class P2BSActor(Actor):
         self.act_dim = sum(math.prod(s) for s in self.raw_shapes.values())
         # A small last-layer gain keeps the initial scores near 0 (associations undecided), as
         # the paper's random initialization.
-        self.net = MLP(group_size * obs_dim, group_size * self.act_dim, hidden, "relu", out_gain=0.1)
+        self.in_dim = obs_dim + ((K + L * K) if gain_features else 0)
+        self.net = MLP(group_size * self.in_dim, group_size * self.act_dim, hidden, "relu", out_gain=0.1)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, group_size * obs_dim) -> the network's input (gain features appended if enabled)."""
+        kw = self._kw
+        if not kw["gain_features"]:
+            return x
+        return gain_features(x, kw["group_size"], kw["obs_dim"], kw["n_users"], kw["n_irs"], kw["n_antennas"],
+                             kw["n_elements"])
 
     def arch_kwargs(self) -> dict[str, Any]:
         return dict(self._kw)
@@ -249,7 +277,7 @@ class P2BSActor(Actor):
 
     def pre(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-tanh outputs (B, group_size, act_dim)."""
-        return self.net(x).view(x.shape[0], self._kw["group_size"], self.act_dim)
+        return self.net(self.inputs(x)).view(x.shape[0], self._kw["group_size"], self.act_dim)
 
     def split(self, flat: torch.Tensor, obs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw action (B, act_dim) -> the env's action dict (the fixed map of the class docstring).
@@ -325,14 +353,15 @@ class MDLBI(Algorithm):
         self.gen = torch.Generator().manual_seed(self.seed)
         dims = dict(obs_dim=env.obs_dim, n_antennas=env.Nb, n_users=env.K, n_irs=env.L, n_elements=env.Nl, hidden=cfg.hidden,
                     precoder_head=cfg.precoder_head, assoc_head=cfg.assoc_head, power_range=cfg.power_range,
-                    reg_range=cfg.reg_range, align_iters=cfg.align_iters, **local_scales(env))
+                    reg_range=cfg.reg_range, align_iters=cfg.align_iters, gain_features=cfg.gain_features,
+                    **local_scales(env))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             actors, critics = {}, {}
             for name, members in zip(self.group_names, self.groups):
                 actors[name] = P2BSActor(**dims, group_size=len(members), index=0, agent_ids=members)
                 act_dim = actors[name].act_dim
-                critics[name] = MLP(len(members) * (env.obs_dim + act_dim), 1, cfg.hidden, "relu", out_gain=1.0)
+                critics[name] = MLP(len(members) * (actors[name].in_dim + act_dim), 1, cfg.hidden, "relu", out_gain=1.0)
         self.act_dim = act_dim
         self.actor_nets = nn.ModuleDict(actors)
         self.critics = nn.ModuleDict(critics)
@@ -410,20 +439,21 @@ class MDLBI(Algorithm):
         actor, critic = self.actor_nets[name], self.critics[name]
         o = self._group_obs(batch["obs"], members)
         o2 = self._group_obs(batch["next_obs"], members)
+        oc, o2c = actor.inputs(o), actor.inputs(o2)   # the critic sees the same (featured) input
         a = torch.cat([batch["action"][m] for m in members], -1)
         r = sum(batch["reward"][m] for m in members)
         not_term = 1.0 - batch["terminated"]
         with torch.no_grad():
             a2 = self.target_actors[name].joint(o2).flatten(1)
-            y = r + cfg.gamma * not_term * self.target_critics[name](torch.cat([o2, a2], -1)).squeeze(-1)
-        q = critic(torch.cat([o, a], -1)).squeeze(-1)
+            y = r + cfg.gamma * not_term * self.target_critics[name](torch.cat([o2c, a2], -1)).squeeze(-1)
+        q = critic(torch.cat([oc, a], -1)).squeeze(-1)
         loss_c = (y - q).square().mean()
         self.opt_critic[name].zero_grad(set_to_none=True)
         loss_c.backward()
         nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip)
         self.opt_critic[name].step()
         pre = actor.pre(o)
-        loss_a = -critic(torch.cat([o, torch.tanh(pre).flatten(1)], -1)).mean() + cfg.preact_penalty * pre.square().mean()
+        loss_a = -critic(torch.cat([oc, torch.tanh(pre).flatten(1)], -1)).mean() + cfg.preact_penalty * pre.square().mean()
         self.opt_actor[name].zero_grad(set_to_none=True)
         loss_a.backward()
         nn.utils.clip_grad_norm_(actor.parameters(), cfg.grad_clip)

@@ -227,6 +227,9 @@ def _p2_bs(a: Any, g: _Builder) -> dict[str, Any]:
     if gs > 1:
         g.step("embed_block", ["obs"], "xg", groups=gs, index=m)
         x = "xg"
+    if kw.get("gain_features"):      # x ++ own users' log link gains (agents.runtime.p2_local)
+        x = g.step("p2_gain_features", [x], "xf", groups=gs, obs_dim=kw["obs_dim"],
+                   **{k: kw[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements")})
     g.mlp("net", a.net, x, "pre")
     g.step("reshape", ["pre"], "pre2", shape=[gs, a.act_dim])
     g.step("tanh", ["pre2"], "joint")

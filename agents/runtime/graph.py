@@ -301,6 +301,12 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
         kw = {k: p[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements", "align_iters")}
         kw.update({k: float(p[k]) for k in ("refl_scale", "snr_ref", "power_range", "reg_range")})
         return lambda r: local_precoders(o(r), q(r), rg(r), c(r), **kw)
+    if op == "p2_gain_features":   # agents.mdlbi.gain_features: x ++ own users' log link gains
+        from agents.runtime.p2_local import gain_features
+
+        g = one()
+        kw = {k: int(p[k]) for k in ("groups", "obs_dim", "n_users", "n_irs", "n_antennas", "n_elements")}
+        return lambda r: gain_features(g(r), **kw)
     raise ValueError(f"{where}: op {op!r} is unknown to this ristwin runtime")
 
 

@@ -73,3 +73,18 @@ def local_precoders(obs: np.ndarray, q: np.ndarray, r: np.ndarray, c: np.ndarray
     theta = np.zeros((B, L, Nl))
     theta[rows, l] = np.where(claimed[:, None], np.angle(phi) / math.pi, 0.0)
     return W2.astype(np.float32), theta.astype(np.float32)
+
+
+def gain_features(x: np.ndarray, groups: int, obs_dim: int, n_users: int, n_irs: int, n_antennas: int,
+                  n_elements: int) -> np.ndarray:
+    """numpy twin of ``agents.mdlbi.gain_features`` (float32): x ++ own users' log10 link gains per block."""
+    B, K, L, Nb, Nl = x.shape[0], n_users, n_irs, n_antennas, n_elements
+    o = x.reshape(B, groups, obs_dim)
+    d2 = np.square(o[..., :K * Nb]) + np.square(o[..., K * Nb:2 * K * Nb])
+    i = 2 * K * Nb + 2 * L * Nl * Nb
+    h2 = np.square(o[..., i:i + L * K * Nl]) + np.square(o[..., i + L * K * Nl:i + 2 * L * K * Nl])
+    own = o[..., i + 2 * L * K * Nl:i + 2 * L * K * Nl + K]
+    fd = np.log10(d2.reshape(B, groups, K, Nb).sum(-1) + np.float32(1e-6)) * own
+    fh = np.log10(h2.reshape(B, groups, L, K, Nl).sum(-1) + np.float32(1e-6)) * own[:, :, None, :]
+    feats = np.concatenate([fd, fh.reshape(B, groups, L * K)], -1).reshape(B, -1)
+    return np.concatenate([x, feats.astype(np.float32)], -1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from agents.bundle import export_bundle
@@ -71,12 +73,15 @@ def test_power_entries_select_users_and_the_head_reads_only_its_own_observation(
     assert torch.equal(a["W"], b["W"]) and torch.equal(a["theta"], b["theta"])
 
 
-def test_local_head_bundle_runs_in_the_numpy_runtime_with_the_same_actions(tmp_path):
+@pytest.mark.parametrize("cfg", [LOCAL, dataclasses.replace(LOCAL, gain_features=True),
+                                 dataclasses.replace(LOCAL, gain_features=True, centralized=True)],
+                         ids=["local", "gain-features", "central"])
+def test_local_head_bundle_runs_in_the_numpy_runtime_with_the_same_actions(tmp_path, cfg):
     env = small_env(num_envs=3)
-    algo = MDLBI(env, LOCAL, seed=1)
+    algo = MDLBI(env, cfg, seed=1)
     with torch.no_grad():   # claims on: make the probe and the check exercise the IRS branch
-        for a in env.agent_ids:
-            algo.actor_nets[a].net.net[-1].bias[-2:] = torch.tensor([0.5, 1.0])
+        for net in algo.actor_nets.values():
+            net.net.net[-1].bias.view(-1, net.act_dim)[:, -2:] = torch.tensor([0.5, 1.0])
     path = export_bundle(tmp_path / "b", "mdlbi", "p2", env.cfg, algo.actors(), {a: algo.role_of(a) for a in env.agent_ids},
                          env.observation_spaces, env.action_spaces)
     roles = json.loads((path / "manifest.json").read_text())["roles"]
