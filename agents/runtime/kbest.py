@@ -193,6 +193,8 @@ class RankSpace:
         option values, nearest first; squared distances (k,) or None), or None when declined
         (ties, w outside [0, 1], too few actions). ``unit``: the caller guarantees w in [0, 1]."""
         n, k = self.n, self.k
+        if b < 1:                                                # one phase option: not covered here
+            return None
         A2, B, mult, s, s2, Lm, cols = self._res.get(b) or self.resolution(b)
         t = self._t
         np.multiply(e, mult, out=t)
@@ -246,3 +248,80 @@ class RankSpace:
         if not want_dist:
             return acts, None
         return acts, float(np.dot(s, r * r)) + top[:k]
+
+    def _stacked(self, max_b: int) -> tuple:
+        """``resolution`` tables of b = 0..max_b stacked along a leading axis (for batches)."""
+        t = self._res.get(("stack", max_b))
+        if t is None:
+            res = [self.resolution(b) for b in range(max_b + 1)]
+            R = self.R
+            colA = np.full((max_b + 1, R), BIG)       # phase column minima: A - B' rho per rank (rank >= 2)
+            colB = np.zeros((max_b + 1, R))
+            for b, r in enumerate(res):
+                for o, (a2s, b2s, _) in enumerate(r[6], start=2):
+                    colA[b, o], colB[b, o] = a2s, b2s
+            t = self._res[("stack", max_b)] = tuple(np.stack([r[i] for r in res]) for i in range(6)) + (colA, colB)
+        return t
+
+    def batch(self, u: np.ndarray, w: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``row`` for B rows at once: u, w (B, N) float64, bits (B,) -> actions (B, k, 2N) int64,
+        squared distances (B, k), ok (B,) bool; rows with ok False (declined) are to be
+        computed by the tie-exact merge (their actions and distances here are meaningless)."""
+        n, k, R, C = self.n, self.k, self.R, self.C
+        Bn = u.shape[0]
+        bi = bits.astype(np.intp)
+        A2s, Bs, mults, ss, s2s, Lms, colA, colB = self._stacked(int(bi.max()))
+        t = np.concatenate([u, w], 1) * mults[bi]
+        ok = (w >= 0.0).all(1) & (w <= 1.0).all(1) & (bi >= 1)       # b = 0: one phase option, not covered
+        i0 = np.rint(t)
+        r = t - i0
+        ar = np.abs(r)
+        E = A2s[bi] - ar[..., None] * Bs[bi]                                  # (B, C, R)
+        marg = ss[bi] - s2s[bi] * ar
+        P = marg.argsort(1)
+        rows = np.arange(Bn)[:, None]
+        ms = marg[rows, P]
+        ebuf = np.zeros((Bn, C * R + 1))
+        ebuf[:, :C * R] = E[rows, P].reshape(Bn, C * R)
+        flatT, pref = self.tabs[2]
+        if flatT.shape[1] <= k:
+            return np.zeros((Bn, k, C), dtype=np.int64), np.zeros((Bn, k)), np.zeros(Bn, dtype=bool)
+
+        def smallest(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            part = sums.argpartition(k, 1)[:, :k + 1]
+            vals = np.take_along_axis(sums, part, 1)
+            o = vals.argsort(1)
+            return np.take_along_axis(part, o, 1), np.take_along_axis(vals, o, 1)
+
+        sel, top = smallest(np.add.reduce(ebuf[:, flatT], 1))                # pass 1: rank-1 options
+        T = top[:, k - 1] + TOL
+        kc = np.count_nonzero(ms <= T[:, None], 1)
+        rmin, rmax = ar[:, :n].min(1), ar[:, :n].max(1)
+        rho = np.where(np.arange(R) % 2 == 1, rmax[:, None], rmin[:, None])   # toward ranks: max |r|
+        within = colA[bi] - colB[bi] * rho <= T[:, None]                       # phase rank o within T
+        r2 = 2 + np.cumprod(within[:, 2:], 1).sum(1)
+        gaps = ms[:, 1:] - ms[:, :-1]
+        ok &= (ms[:, 0] > TOL) & ~((gaps <= TOL) & (np.arange(1, C) < kc[:, None])).any(1)
+        ok &= ~((r2 > 2) & (4.0 * rmin * ss[bi, 0] <= TOL))
+        tab = np.full(Bn, 2)
+        deep = np.nonzero(ok & (r2 > 2))[0]
+        if deep.size:                                                         # pass 2 for rows that need it
+            g = int(r2[deep].max())
+            flatT2, pref2 = self.tabs[g]
+            M = min(max(int(pref2[int(kc[deep].max())]), k + 1), flatT2.shape[1])
+            sel2, top2 = smallest(np.add.reduce(ebuf[deep][:, flatT2[:, :M]], 1))
+            sel[deep], top[deep], tab[deep] = sel2, top2, g
+        ok &= ((top[:, 1:] - top[:, :-1]) > TOL).all(1) & (top[:, k - 1] < 0.5 * BIG)
+        acts = np.zeros((Bn, k, C), dtype=np.int64)
+        good = np.nonzero(ok)[0]                                              # actions of accepted rows only
+        V = np.where(np.signbit(r[good])[..., None], self._offn, self._offp)  # option values (G, C, R)
+        V += i0[good].astype(np.int64)[..., None]
+        V &= Lms[bi[good]][..., None]
+        O = np.zeros((good.size, k, C), dtype=np.intp)                        # option rank per coordinate
+        for g in np.unique(tab[good]):
+            j = np.nonzero(tab[good] == g)[0]
+            O[j[:, None, None], np.arange(k)[None, :, None], P[good[j], None, :self.Ck]] = \
+                self.dense(int(g))[sel[good[j], :k]] % R
+        acts[good] = V[np.arange(good.size)[:, None, None], np.arange(C), O]
+        dist = (ss[bi] * r * r).sum(1)[:, None] + top[:, :k]
+        return acts, dist, ok

@@ -31,7 +31,8 @@ def test_numpy_search_equals_torch_reference(seed: int) -> None:
     assert (idx == ti.numpy()).all() and (on == to.numpy()).all()
 
 
-@pytest.mark.parametrize("algo_cls,cfg", [(MAQWP, MAQWPConfig(k=20)), (MAQWP, MAQWPConfig(k=1)), (MAQPG, MAQPGConfig())])
+@pytest.mark.parametrize("algo_cls,cfg", [(MAQWP, MAQWPConfig(k=20)), (MAQWP, MAQWPConfig(k=50)), (MAQWP, MAQWPConfig(k=1)),
+                                          (MAQPG, MAQPGConfig())])
 def test_numpy_forward_equals_torch_decide(algo_cls, cfg) -> None:
     env = P1Env(32, get_scenario("p1", observation="csi"), seed=3)
     obs = env.reset(seed=3)

@@ -120,7 +120,7 @@ def test_search_is_bit_identical_to_agents_knn_and_exact() -> None:
         u, w = rng.random((1, N)) * 3 - 1, rng.random((1, N)) * 1.6 - 0.3
         if trial % 2:   # tie-heavy: saturated phases / ON scores
             u, w = np.round(u * 4) / 4, np.round(w)
-        ref = knn._k_nearest_np(u, w, np.array([b]), k, 3)
+        ref = knn._k_nearest_merge_np(u, w, np.array([b]), k, 3)
         got = rknn.k_nearest(u, w, np.array([b]), k, 3)
         for r, g in zip(ref, got):   # actions, ON bits, distances, valid
             assert r.dtype == g.dtype and r.shape == g.shape, (trial, N, k, b)
