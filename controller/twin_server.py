@@ -162,6 +162,7 @@ class TwinServer:
         self._got: dict[str, m.Action] = {}
         self._all_in_at: float | None = None
         self._all_in: asyncio.Future | None = None
+        self._blocking_wait = None                 # HubTransport.wait when cfg.blocking_collect applies
 
     # ---- bus callbacks --------------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class TwinServer:
 
     async def _collect(self, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
         """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline."""
-        wait = getattr(self.transport, "wait", None) if self.cfg.blocking_collect else None
+        wait = self._blocking_wait
         if wait is not None:
             # The hub's own transport forwards and dispatches in this thread (HubTransport.wait).
             while self._all_in_at is None and (left := deadline - time.time()) > 0:
@@ -277,7 +278,7 @@ class TwinServer:
         deadline = t0 + self.cfg.deadline_s
         bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
         self._open_slot, self._got, self._all_in_at = slot, {}, None
-        self._all_in = None if self.cfg.blocking_collect else asyncio.get_running_loop().create_future()
+        self._all_in = None if self._blocking_wait else asyncio.get_running_loop().create_future()
         # Encode first, then hand every observation to the transport back to back: agents start
         # together. Neither transport suspends on a per-slot publish (ZeroMQ: a non-blocking send;
         # MQTT QoS 0: queued on paho), so a plain loop does it without a task per observation.
@@ -383,6 +384,8 @@ class TwinServer:
                 await self.transport.start()
             else:
                 self.transport = await connect(bus, "twin")
+            if cfg.blocking_collect and self.hub is not None:
+                self._blocking_wait = self.transport.wait   # the hub's own transport (HubTransport)
             await self.transport.subscribe("act/", callback=self._on_action)
             await self.transport.subscribe("hello/", callback=self._on_hello)
             await self.transport.subscribe("hb/", callback=self._on_heartbeat)

@@ -280,3 +280,31 @@ def test_server_hosting_the_hub_collects_blocking(p1_bundle, tmp_path):
     assert summary["missed"] == {} and summary["late"] == {}
     records = read_runlog(tmp_path / "run2.jsonl", "slot")
     assert [r["reward"] for r in records] == [ref[1] for ref in reference_run(p1_bundle, 11, slots)]
+
+
+@pytest.mark.mqtt
+def test_blocking_collect_is_ignored_without_the_hub(mosquitto, p1_bundle, tmp_path):
+    """``serve`` always asks for blocking_collect; over MQTT (no hub in the process) the server
+    collects through its event loop as before, and MQTT daemons keep their asyncio path."""
+    bus = BusConfig(kind="mqtt", mqtt_port=mosquitto.port, deployment="blk")
+    slots = 6
+    daemons = [AgentDaemon(c) for c in daemon_configs(bus, p1_bundle)]
+    results, loops = {}, {}
+
+    async def run_one(d):
+        loops[d.agent] = asyncio.get_running_loop()
+        results[d.agent] = await d.run()
+
+    threads = [threading.Thread(target=lambda d=d: asyncio.run(run_one(d)), daemon=True) for d in daemons]
+    for t in threads:
+        t.start()
+    server = server_for(bus, p1_bundle, tmp_path / "run.jsonl", slots, blocking_collect=True, host_hub=True)
+    summary = run_server(server)
+    for d in daemons:
+        loops[d.agent].call_soon_threadsafe(d.stop)
+    for t in threads:
+        t.join(10)
+    assert summary["slots"] == slots and summary["missed"] == {}
+    assert all(results[a]["answered"] == slots for a in AGENTS)
+    with pytest.raises(Exception, match="run_sync needs 'zmq'"):
+        daemons[0].run_sync()
