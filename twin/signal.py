@@ -101,16 +101,18 @@ def energy_efficiency(sum_rate: torch.Tensor, tx_power_w: torch.Tensor, surface_
 def p1_metrics(
     H_BR: torch.Tensor, h_RU: torch.Tensor, h_BU: torch.Tensor, bits: torch.Tensor, phase_idx: torch.Tensor,
     on: torch.Tensor, V: torch.Tensor, noise_w: float, power_table: torch.Tensor | None = None,
+    threads: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The P1 evaluation of one slot: per-user rate (B, K) (eqs. 2, 1, 4, 5), per-stream transmit
     power (B, K) and per-surface IRS power (B, L) (eq. 7; None without ``power_table``).
 
-    bits (B, L), phase_idx (B, L, N), on (B, L, N) as in twin/surfaces.py. On CPU this is one
+    bits (B, L), phase_idx (B, L, N), on (B, L, N) as in twin/surfaces.py. ``threads`` caps the
+    threads of the fused path (default: torch.get_num_threads()). On CPU this is one
     fused C pass per environment (twin/kernels, ~3x faster than the torch ops at B = 1024); otherwise, or
     with ``RISTWIN_FUSED=0``, the torch composition below (equal within float rounding).
     """
     fused = kernels.p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w,
-                            surfaces._unit_circle(H_BR.dtype, "cpu"), surfaces.MAX_PHASE_BITS, power_table) \
+                            surfaces._unit_circle(H_BR.dtype, "cpu"), surfaces.MAX_PHASE_BITS, power_table, threads) \
         if H_BR.dtype in (torch.complex64, torch.complex128) else None
     if fused is not None:
         return fused

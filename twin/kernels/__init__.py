@@ -206,12 +206,13 @@ def _usable(*tensors: torch.Tensor) -> bool:
     return load() is not None
 
 
-def p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w, circle, fine_bits, power_table=None):
+def p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w, circle, fine_bits, power_table=None, threads=None):
     """Rates (B,K), per-stream transmit power (B,K), IRS power (B,L) or None, or None if not applicable.
 
     Semantics of twin.signal.p1_metrics' torch path; ``circle`` is the (2^fine_bits,) complex
     lookup of twin.surfaces.coefficients (so phi is the same number), ``power_table`` the
-    float64 mu[b] table of twin.surfaces.power_table.
+    float64 mu[b] table of twin.surfaces.power_table. ``threads``: how many threads may split
+    the batch (default torch.get_num_threads(); slices of >= 128 environments).
     """
     dtype = H_BR.dtype
     sfx = _SFX.get(dtype)
@@ -253,7 +254,7 @@ def p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w, circle, fine_bits
     flat = [v for t, s in args for v in (t.data_ptr(), s)]
     err = _fns["eval", sfx](B, L, N, M, K, *flat, circle.data_ptr(), fine_bits, noise_w, mu_ptr, n_mu,
                             rate.data_ptr(), txp.data_ptr(), None if irs is None else irs.data_ptr(),
-                            torch.get_num_threads())
+                            torch.get_num_threads() if threads is None else threads)
     if err:
         return None  # bits outside the lookup tables: the torch path raises the proper error
     return rate, txp, irs
