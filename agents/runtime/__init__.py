@@ -34,6 +34,7 @@ The package must not import torch at module level (tests check it in a subproces
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -137,7 +138,7 @@ class RuntimeBundle:
         d = self._obs_dim[agent_id]
         if x.shape != (d,):
             raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({d},)")
-        if not np.isfinite(x).all():
+        if not math.isfinite(x.sum(dtype=np.float64)):      # NaN or inf anywhere (float64: no overflow)
             raise BundleError(f"decide({agent_id}): observation contains NaN or inf")
         out = self._numpy[role](x.reshape(1, d))
         return {k: v[0, ...] for k, v in out.items()}

@@ -145,6 +145,8 @@ class RankSpace:
             flat = np.where(c >= 0, c * R + o, C * R)
             pref = np.searchsorted(c.max(1), np.arange(C + 1), "left")
             self.tabs[r2] = (np.ascontiguousarray(flat.T), pref)
+        c2 = self._rows_of[2][0]                          # table 2 over the sorted margins (C: the padding 0)
+        self.tab1 = np.ascontiguousarray(np.where(c2 >= 0, c2, C).T)
         self._dense: dict[int, np.ndarray] = {}
         a = (np.arange(R) + 1) // 2
         toward = np.arange(R) % 2 == 1
@@ -153,6 +155,8 @@ class RankSpace:
         self._res: dict[int, tuple] = {}
         # buffers of the one-row search (RankSpace is not thread-safe)
         self._t = np.empty(C)
+        self._mpad = np.zeros(C + 1)                     # sorted margins, then the padding 0
+        self._ms = self._mpad[:C]
         self._ebuf = np.zeros(C * R + 1)                 # E' flat, then the padding 0
         self._es = self._ebuf[:C * R].reshape(C, R)
         self._vs = np.empty((C, R), dtype=np.int64)      # option values in rank space
@@ -203,17 +207,13 @@ class RankSpace:
         i0 = np.rint(t)
         r = t - i0
         ar = np.abs(r)
-        E = A2 - ar[:, None] * B                                 # (C, R) extra cost per option rank
-        marg = s - s2 * ar                                       # E[:, 1]
+        marg = s - s2 * ar                                       # first change of each coordinate, E[:, 1]
         P = marg.argsort()
-        ms = marg[P]
-        E.take(P, 0, out=self._es)                               # rank space
+        ms = marg.take(P, out=self._ms)
         # pass 1: rank-1 options only (table 2, all of it); its k-th smallest bounds the k-th extra cost
-        flatT, pref = self.tabs[2]
-        if flatT.shape[1] <= k:
+        if self.tab1.shape[1] <= k:
             return None
-        sums = np.add.reduce(self._ebuf[flatT], 0)
-        sel, top = _smallest(sums, k + 1)
+        sel, top = _smallest(np.add.reduce(self._mpad[self.tab1], 0), k + 1)
         T = float(top[k - 1]) + TOL
         kc = int(ms.searchsorted(T, "right"))
         r2, rmin = 2, 0.0
@@ -232,6 +232,8 @@ class RankSpace:
                 or (r2 > 2 and 4.0 * rmin * float(s[0]) <= TOL):
             return None
         if r2 > 2:                                               # pass 2: options up to rank r2 - 1
+            E = A2 - ar[:, None] * B                             # (C, R) extra cost per option rank
+            E.take(P, 0, out=self._es)                           # ... by coordinate rank
             flatT, pref = self.tabs[r2]
             M = min(max(int(pref[kc]), k + 1), flatT.shape[1])       # more rows than needed are harmless
             sel, top = _smallest(np.add.reduce(self._ebuf[flatT[:, :M]], 0), k + 1)
