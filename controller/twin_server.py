@@ -163,6 +163,8 @@ class TwinServer:
         self._all_in_at: float | None = None
         self._all_in: asyncio.Future | None = None
         self._blocking_wait = None                 # HubTransport.wait when cfg.blocking_collect applies
+        self._fanout = tuple(cfg.agents)           # order the observations go out in (see _run_slot)
+        self._work_s: dict[str, float] = {}        # each agent's last decide + apply time
 
     # ---- bus callbacks --------------------------------------------------------------------
 
@@ -276,7 +278,7 @@ class TwinServer:
         t0 = time.time()
         cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
-        bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self.cfg.agents]
+        bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self._fanout]
         self._open_slot, self._got, self._all_in_at = slot, {}, None
         self._all_in = None if self._blocking_wait else asyncio.get_running_loop().create_future()
         # Encode first, then hand every observation to the transport back to back: agents start
@@ -318,6 +320,7 @@ class TwinServer:
             if agent in proposed:
                 action = proposed[agent]
                 entry["timing"] = msg.timing
+                self._work_s[agent] = msg.timing.get("decide_s", 0.0) + msg.timing.get("apply_s", 0.0)
                 self.last_action[agent] = action
                 if msg.applied is not None:
                     self.last_applied[agent] = msg.applied
@@ -338,6 +341,9 @@ class TwinServer:
 
         if result is None:
             result = self.env.step(actions)
+        # Next slot, the observations go out longest job first: an agent whose answer waits on
+        # a serial board exchange starts it while the quick ones (a BS) decide on the other core.
+        self._fanout = sorted(self.cfg.agents, key=lambda a: -self._work_s.get(a, 0.0))
         t_done = time.time()
         if all_in_at is not None:
             self.latencies.append(all_in_at - t0)

@@ -280,6 +280,9 @@ def test_server_hosting_the_hub_collects_blocking(p1_bundle, tmp_path):
     assert summary["missed"] == {} and summary["late"] == {}
     records = read_runlog(tmp_path / "run2.jsonl", "slot")
     assert [r["reward"] for r in records] == [ref[1] for ref in reference_run(p1_bundle, 11, slots)]
+    # The observations go out longest job first, by each agent's last decide + apply time.
+    work = {a: e["timing"]["decide_s"] + e["timing"]["apply_s"] for a, e in records[-1]["agents"].items()}
+    assert list(server._fanout) == sorted(AGENTS, key=lambda a: -work[a])
 
 
 @pytest.mark.mqtt
