@@ -201,8 +201,8 @@ class KNNRanker:
             levels = np.power(2.0, bits.astype(np.float64))[:, None]
             idx = np.remainder(np.round(e[:, :n].astype(np.float64) * levels), levels).astype(np.int64)
             return idx, e[:, n:] > 0.5
-        idx_out = np.empty((B, n), dtype=np.int64)
-        on_out = np.empty((B, n), dtype=bool)
+        idx_out = np.empty((B, n), dtype=np.int64) if B > 1 else None
+        on_out = np.empty((B, n), dtype=bool) if B > 1 else None
         cw = ctx.shape[1]
         buf = self._buf.get(cw)
         if buf is None:
@@ -226,6 +226,8 @@ class KNNRanker:
             if valid is not None and not valid.all():
                 q = np.where(valid, q, -np.inf)
             best = int(q.argmax())
+            if B == 1:
+                return idx[best:best + 1], on[best:best + 1] != 0
             idx_out[i] = idx[best]
             on_out[i] = on[best] != 0
         return idx_out, on_out
