@@ -18,7 +18,9 @@ MADDPG handles the discrete IRS action. The project's reading, read top to botto
   agent's action) or ``"local"`` (independent learners, ``agents.il``: the agent's own
   observation and action only). Everything else is shared.
 
-The BS actor is MAQ's ``ScaledBeamformerActor`` (power-scaled beams, P1 eq. 10a).
+The BS actor is MAQ's (``agents.maq.make_bs_actor``): by default ``ScaledBeamformerActor``
+(power-scaled beams, P1 eq. 10a, critics see the beam entries); ``bs_head = "power-mrt"``
+learns per-user power shares over MRT directions (critics see the shares).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import nn
 
 from agents.base import Actor, Algorithm, own_role
 from agents.buffers import ReplayBuffer
-from agents.maq import ScaledBeamformerActor, p1_dims
+from agents.maq import make_bs_actor, p1_dims
 from agents.networks import MLP, HybridIRSActor
 from twin.envs.base import Action, BatchedEnv, Obs, StepResult
 from twin.errors import ConfigError
@@ -56,6 +58,8 @@ class MADDPGConfig:
     reward_scale: float = 1.0           # open
     grad_clip: float = 10.0             # open
     critic: str = "global"              # "global" = MADDPG, "local" = independent learners
+    bs_head: str = "direct"             # BS policy head, as MAQ's (agents.maq.make_bs_actor)
+    bs_noise: float = -1.0              # exploration std on the BS head's output; < 0: the same as ``noise``
 
 
 class ScaledHybridIRSActor(HybridIRSActor):
@@ -95,13 +99,13 @@ class MADDPG(Algorithm):
         self.ids = d.irs_ids + (d.bs_id,)
         self.gen = torch.Generator().manual_seed(self.seed)
         nb, n = len(d.bit_choices), d.n_elements
-        self.act_dims = {**{a: nb + 3 * n for a in d.irs_ids}, d.bs_id: 2 * d.n_antennas * d.n_users}
         obs_dims = {**{a: d.irs_obs_dim for a in d.irs_ids}, d.bs_id: d.bs_obs_dim}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             actors: dict[str, nn.Module] = {
                 a: ScaledHybridIRSActor(d.irs_obs_dim, n, d.bit_choices, d.irs_obs_scale, cfg.hidden) for a in d.irs_ids}
-            actors[d.bs_id] = ScaledBeamformerActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, cfg.hidden)
+            actors[d.bs_id] = make_bs_actor(cfg.bs_head, d, cfg.hidden)
+            self.act_dims = {**{a: nb + 3 * n for a in d.irs_ids}, d.bs_id: actors[d.bs_id].critic_dim}
             if cfg.critic == "global":
                 critic_in = {a: d.state_dim + sum(self.act_dims.values()) for a in self.ids}
             else:
@@ -126,8 +130,8 @@ class MADDPG(Algorithm):
         """(relaxed action for the critic, raw outputs to quantize) of one agent's actor."""
         net = nets[agent]
         if agent == self.dims.bs_id:
-            V = net.scaled(net.raw(obs))
-            return V.flatten(1) / math.sqrt(self.dims.p_max_w), V
+            V = net.beams(obs, net.params(obs))
+            return net.critic_action(obs, V), V
         raw = net.relaxed(obs)
         return relaxed_irs(*raw), raw
 
@@ -139,11 +143,11 @@ class MADDPG(Algorithm):
         for a in self.ids:
             net = self.actor_nets[a]
             if a == self.dims.bs_id:
-                raw = net.raw(obs[a])
-                if sigma > 0:
-                    rms = raw.flatten(1).square().mean(-1).sqrt().clamp_min(1e-3).view(-1, 1, 1, 1)
-                    raw = raw + sigma * rms * torch.randn(raw.shape, generator=self.gen)
-                actions[a] = {"V": net.scaled(raw)}
+                params = net.params(obs[a])
+                bs_sigma = (self.cfg.noise if self.cfg.bs_noise < 0 else self.cfg.bs_noise) if explore else 0.0
+                if bs_sigma > 0:
+                    params = net.perturb(params, bs_sigma, self.gen)
+                actions[a] = {"V": net.beams(obs[a], params)}
                 continue
             bit_logits, theta, on_logits = net.relaxed(obs[a])
             if sigma > 0:
@@ -162,7 +166,7 @@ class MADDPG(Algorithm):
         for a in d.irs_ids:
             if a not in relaxed:  # an action from elsewhere (not act()): its quantized form, relaxed
                 relaxed[a] = self._relax_discrete(action[a])
-        relaxed[d.bs_id] = torch.as_tensor(action[d.bs_id]["V"]).float().flatten(1) / math.sqrt(d.p_max_w)
+        relaxed[d.bs_id] = self.actor_nets[d.bs_id].critic_action(obs[d.bs_id], torch.as_tensor(action[d.bs_id]["V"]).float())
         self.buffer.add({
             "obs": {a: obs[a] for a in self.ids}, "next_obs": {a: result.obs[a] for a in self.ids},
             "state": state, "next_state": next_state, "action": relaxed,

@@ -78,6 +78,9 @@ class MAQConfig:
     bs_noise: float = 0.1               # open: exploration std on the BS's raw beams, relative to their rms
     reward_scale: float = 1.0           # open: rewards are multiplied by this before learning
     grad_clip: float = 10.0             # open: global gradient-norm clip per optimizer
+    bs_head: str = "direct"             # "direct": the paper's BS policy (beam entries); project options with MRT
+                                        #   directions (need CSI observations): "power-mrt" (learned per-user
+                                        #   shares), "snr-power-mrt" (learned exponent c: shares ~ SNR^c)
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,173 @@ class ScaledBeamformerActor(BeamformerActor):
     def scaled(self, raw: torch.Tensor) -> torch.Tensor:
         return scale_to_power(raw, self._kw["p_max_w"], self._kw["power_mode"])
 
+    # -- the BS-head interface MAQ, MADDPG and IL train through (``PowerShareBSActor`` too) --
+    head = "direct"
+
+    def params(self, obs: torch.Tensor) -> torch.Tensor:
+        """The actor's differentiable output before the fixed map to beams: raw V (B, 2, M, K)."""
+        return self.raw(obs)
+
+    def perturb(self, params: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+        """Exploration: Gaussian noise relative to the beam's rms entry."""
+        rms = params.flatten(1).square().mean(-1).sqrt().clamp_min(1e-3).view(-1, 1, 1, 1)
+        return params + sigma * rms * torch.randn(params.shape, generator=gen)
+
+    def beams(self, obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return self.scaled(params)
+
+    @property
+    def critic_dim(self) -> int:
+        return 2 * self._kw["n_antennas"] * self._kw["n_users"]
+
+    def critic_action(self, obs: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """What the critics see of an executed beam V (B, 2, M, K): every entry over sqrt(P_max)."""
+        return V.flatten(1) / math.sqrt(self._kw["p_max_w"])
+
+
+class PowerShareBSActor(Actor):
+    """BS head ``power-mrt`` (project choice, opt-in with ``algo.bs_head=power-mrt``): the
+    network learns per-user power shares, the beam directions are computed from the BS's
+    observed direct channels (MRT, v_k along h_BU,k) — the usual "learned power allocation +
+    model-based direction" design. Needs the CSI observation (``scenario.observation=csi``),
+    whose BS part is [P_k,t-1]_k ++ Re d ++ Im d ++ log10 SNR_k with d_k = h_BU,k / ||h_BU,k||
+    (k-major). The paper's head (``ScaledBeamformerActor``, 2MK free beam entries) stays the
+    default.
+
+    Map: log-amplitudes l (B, K) = R tanh(MLP(obs / scale ++ [1]) / R); V = scale_to_power(
+    D * exp(clip(l))), D (B, 2, M, K) the direction features rearranged by a fixed selection
+    matrix. Every action transmits exactly P_max (10a) with user k's share softmax(2 l)_k.
+    The critics see the centred log-amplitudes (K entries, recovered from any executed V by
+    ``critic_action``) instead of 2MK beam entries: Q over (obs, l) is a smooth
+    low-dimensional function, which is what makes the head learnable through a critic. The
+    soft bound R (power ratios up to e^{4R} between users) and critic inputs in log space
+    (not shares) keep a policy from saturating into "all power to one user", where softmax
+    gradients vanish: MADDPG and MAQ-PG probes did exactly that with unbounded logits.
+    """
+
+    head = "power-mrt"
+    LOG_AMP_RANGE = 2.0   # R: |l| < 2, power ratios up to e^8 ~ 3000 between users
+    LOGIT_CLIP = 10.0     # safety clip of explored (noisy) log-amplitudes before exp
+
+    def __init__(self, obs_dim: int, n_antennas: int, n_users: int, p_max_w: float, obs_scale: Sequence[float],
+                 hidden: Sequence[int] = (64, 64), activation: str = "relu") -> None:
+        super().__init__()
+        M, K = int(n_antennas), int(n_users)
+        if int(obs_dim) != 2 * K + 2 * K * M:
+            raise ConfigError(f"algo.bs_head: 'power-mrt' reads the BS's channel directions from its observation and needs "
+                              f"scenario.observation=csi (a BS observation of 2K + 2KM = {2 * K + 2 * K * M} entries), "
+                              f"got {obs_dim}; use --set scenario.observation=csi or algo.bs_head=direct")
+        if p_max_w <= 0:
+            raise ConfigError(f"p_max_w: transmit power must be positive, got {p_max_w}")
+        self._kw = dict(obs_dim=int(obs_dim), n_antennas=M, n_users=K, p_max_w=float(p_max_w),
+                        obs_scale=[float(x) for x in obs_scale], hidden=[int(h) for h in hidden],
+                        activation=str(activation))
+        self.net = MLP(int(obs_dim) + 1, K, hidden, activation, out_gain=0.01)   # near-equal shares at start
+        select = torch.zeros(2 * M * K, int(obs_dim))
+        for c in range(2):              # V[c, m, k] = part c (re, im) of d_k[m] = obs[K + c KM + k M + m]
+            for m in range(M):
+                for k in range(K):
+                    select[(c * M + m) * K + k, K + c * K * M + k * M + m] = 1.0
+        self.register_buffer("select", select, persistent=False)
+        self.register_buffer("obs_scale", torch.tensor(self._kw["obs_scale"]), persistent=False)
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        return dict(self._kw)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obs / self.obs_scale, torch.ones_like(obs[:, :1])], -1)
+
+    def params(self, obs: torch.Tensor) -> torch.Tensor:
+        """Per-user log-amplitudes l (B, K), softly bounded to (-R, R)."""
+        R = self.LOG_AMP_RANGE
+        return R * torch.tanh(self.net(self.features(obs)) / R)
+
+    def perturb(self, params: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+        return params + sigma * torch.randn(params.shape, generator=gen)
+
+    def beams(self, obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        kw = self._kw
+        D = (obs @ self.select.T).view(-1, 2, kw["n_antennas"], kw["n_users"])
+        amp = torch.exp(params.clamp(-self.LOGIT_CLIP, self.LOGIT_CLIP)).view(-1, 1, 1, kw["n_users"])
+        return scale_to_power(D * amp, kw["p_max_w"], "full")
+
+    @property
+    def critic_dim(self) -> int:
+        return self._kw["n_users"]
+
+    def critic_action(self, obs: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """Centred log-amplitudes (B, K) of an executed beam (any V, not just this head's):
+        l_k = log ||v_k|| minus its mean over users, clipped to [-2R, 2R] (a silent user)."""
+        R = self.LOG_AMP_RANGE
+        la = 0.5 * torch.log(V.square().sum((1, 2)).clamp_min(1e-30))
+        return (la - la.mean(-1, keepdim=True)).clamp(-2.0 * R, 2.0 * R)
+
+    def forward(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"V": self.beams(obs, self.params(obs))}
+
+
+class SNRPowerBSActor(PowerShareBSActor):
+    """BS head ``snr-power-mrt`` (project choice, opt-in): MRT directions as ``power-mrt``, and
+    ONE learned number per slot, an exponent c(s) in (-C, C): user k's power share is
+    proportional to SNR_k^c (SNR_k the observed direct-path SNR). c = 0 is the equal split,
+    c > 0 favours strong users (sum rate), c < 0 weak ones (the eq. 19 rate requirement).
+    A one-dimensional action keeps Q(s, c) easy for every critic to learn. The critics see c,
+    recovered from any executed V by a least-squares fit of log ||v_k|| on log SNR_k.
+
+    Map: c = C tanh(z / C), z = MLP(obs / scale ++ [1]); l_k = (ln 10 / 2) c log10 SNR_k,
+    centred over users and clipped to +-10; V = scale_to_power(D * exp(l)).
+    """
+
+    head = "snr-power-mrt"
+    EXP_RANGE = 4.0       # C: shares from SNR^-4 to SNR^4 (c = 2..4 is near the reward optimum here)
+    HALF_LN10 = 0.5 * math.log(10.0)
+
+    def __init__(self, obs_dim: int, n_antennas: int, n_users: int, p_max_w: float, obs_scale: Sequence[float],
+                 hidden: Sequence[int] = (64, 64), activation: str = "relu") -> None:
+        super().__init__(obs_dim, n_antennas, n_users, p_max_w, obs_scale, hidden, activation)
+        self.net = MLP(int(obs_dim) + 1, 1, hidden, activation, out_gain=0.01)   # c ~ 0 (equal split) at start
+
+    def params(self, obs: torch.Tensor) -> torch.Tensor:
+        """The exponent c (B, 1)."""
+        C = self.EXP_RANGE
+        return C * torch.tanh(self.net(self.features(obs)) / C)
+
+    def log_snr(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs[:, -self._kw["n_users"]:]            # log10 SNR_k, the last K entries of the CSI observation
+
+    def beams(self, obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        kw = self._kw
+        D = (obs @ self.select.T).view(-1, 2, kw["n_antennas"], kw["n_users"])
+        l = (self.HALF_LN10 * params) * self.log_snr(obs)
+        l = (l - l.mean(-1, keepdim=True)).clamp(-self.LOGIT_CLIP, self.LOGIT_CLIP)
+        return scale_to_power(D * torch.exp(l).view(-1, 1, 1, kw["n_users"]), kw["p_max_w"], "full")
+
+    @property
+    def critic_dim(self) -> int:
+        return 1
+
+    def critic_action(self, obs: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """c (B, 1) of an executed beam: slope of centred log ||v_k|| over centred (ln 10 / 2) log10 SNR_k."""
+        la = 0.5 * torch.log(V.square().sum((1, 2)).clamp_min(1e-30))
+        x = self.HALF_LN10 * self.log_snr(obs)
+        la, x = la - la.mean(-1, keepdim=True), x - x.mean(-1, keepdim=True)
+        c = (la * x).sum(-1, keepdim=True) / x.square().sum(-1, keepdim=True).clamp_min(1e-6)
+        return c.clamp(-2.0 * self.EXP_RANGE, 2.0 * self.EXP_RANGE)
+
+
+BS_HEADS = ("direct", "power-mrt", "snr-power-mrt")
+
+
+def make_bs_actor(head: str, d: "P1Dims", hidden: Sequence[int]) -> "ScaledBeamformerActor | PowerShareBSActor":
+    """The BS actor of ``algo.bs_head``: "direct" (the paper's: beam entries), "power-mrt" or "snr-power-mrt"."""
+    if head == "direct":
+        return ScaledBeamformerActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, hidden)
+    if head == "power-mrt":
+        return PowerShareBSActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, hidden)
+    if head == "snr-power-mrt":
+        return SNRPowerBSActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, hidden)
+    raise ConfigError(f"algo.bs_head: {head!r} is unknown; use one of {list(BS_HEADS)}")
+
 
 # =========================================================================== 4. the algorithm
 
@@ -504,8 +674,8 @@ class MAQ(Algorithm):
                 for l in range(self.L))
             for a in self.irs[1:]:
                 a.high_q = self.irs[0].high_q                  # one high-level agent net, one-hot ids
-            self.bs = ScaledBeamformerActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, cfg.hidden)
-            self.bs_q = MLP(d.bs_obs_dim + 2 * d.n_antennas * d.n_users, 1, cfg.hidden)   # Q_low_B(s_B, a_B)
+            self.bs = make_bs_actor(cfg.bs_head, d, cfg.hidden)
+            self.bs_q = MLP(d.bs_obs_dim + self.bs.critic_dim, 1, cfg.hidden)   # Q_low_B(s_B, a_B)
             # Mixers: high conditioned on [s, x] (eq. 24), low on [s, b] (eq. 25).
             self.mix_high = MonotonicMixer(self.L, d.state_dim + self.L * 3 * self.N, cfg.mixer_embed, cfg.mixer_hyper)
             self.mix_low = MonotonicMixer(self.L + 1, d.state_dim + self.L, cfg.mixer_embed, cfg.mixer_hyper)
@@ -557,11 +727,10 @@ class MAQ(Algorithm):
             noise = self.cfg.proto_noise if explore else 0.0
             phase_idx, on = actor.low_action(obs_n, bits, noise, self.gen)
             actions[a_id] = {"bits": bits, "phase_idx": phase_idx, "on": on}
-        raw = self.bs.raw(obs[d.bs_id])
+        params = self.bs.params(obs[d.bs_id])
         if explore and self.cfg.bs_noise > 0:
-            rms = raw.flatten(1).square().mean(-1).sqrt().clamp_min(1e-3).view(-1, 1, 1, 1)
-            raw = raw + self.cfg.bs_noise * rms * torch.randn(raw.shape, generator=self.gen)  # relative to the beam
-        actions[d.bs_id] = {"V": self.bs.scaled(raw)}
+            params = self.bs.perturb(params, self.cfg.bs_noise, self.gen)
+        actions[d.bs_id] = {"V": self.bs.beams(obs[d.bs_id], params)}
         return actions
 
     def observe(self, obs: Obs, state: torch.Tensor, action: Action, result: StepResult, next_state: torch.Tensor) -> None:
@@ -601,8 +770,7 @@ class MAQ(Algorithm):
                    bits: torch.Tensor, x_enc: list[torch.Tensor], V: torch.Tensor) -> torch.Tensor:
         """Q_low,tot(s, b, x, a_B) through the low-level mixer (eq. 25)."""
         q = [nets["irs"][l].low_value(obs_n[l], bits[:, l], x_enc[l]) for l in range(self.L)]
-        v_n = V.flatten(1) / math.sqrt(self.dims.p_max_w)
-        q.append(nets["bs_q"](torch.cat([obs_bs / nets["bs"].obs_scale, v_n], -1)).squeeze(-1))
+        q.append(nets["bs_q"](torch.cat([obs_bs / nets["bs"].obs_scale, nets["bs"].critic_action(obs_bs, V)], -1)).squeeze(-1))
         return nets["mix_low"](torch.stack(q, -1), torch.cat([state_n, bits.float() / self.max_bits], -1))
 
     def _update_once(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -622,7 +790,8 @@ class MAQ(Algorithm):
             bits2 = choices[b2_choice]
             x2 = [self.target["irs"][l].low_action(obs2_n[l], bits2[:, l]) for l in range(L)]
             x2_enc = [encode_discrete(x2[l][0], x2[l][1], bits2[:, l]) for l in range(L)]
-            V2 = self.target["bs"].scaled(self.target["bs"].raw(batch["next_obs"][d.bs_id]))
+            obs2_bs = batch["next_obs"][d.bs_id]
+            V2 = self.target["bs"].beams(obs2_bs, self.target["bs"].params(obs2_bs))
             # eq. 24: y_high = r + gamma max_b' Q_high,tar(s', b', x')
             q2h = torch.stack([q2_high[l].gather(1, b2_choice[:, l:l + 1]).squeeze(1) for l in range(L)], -1)
             y_high = r + cfg.gamma * not_term * self.target["mix_high"](q2h, torch.cat([s2_n] + x2_enc, -1))
@@ -648,8 +817,8 @@ class MAQ(Algorithm):
             for key, val in m.items():
                 extra_metrics[key] = extra_metrics.get(key, 0.0) + val / L
         obs_bs = batch["obs"][d.bs_id]
-        v_n = self.bs.scaled(self.bs.raw(obs_bs)).flatten(1) / math.sqrt(d.p_max_w)
-        loss_bs = -self.bs_q(torch.cat([obs_bs / self.bs.obs_scale, v_n], -1)).mean()
+        a_bs = self.bs.critic_action(obs_bs, self.bs.beams(obs_bs, self.bs.params(obs_bs)))
+        loss_bs = -self.bs_q(torch.cat([obs_bs / self.bs.obs_scale, a_bs], -1)).mean()
         self._step(self.opt_policy, loss_pol + loss_bs)
 
         # Low level, eq. 25.

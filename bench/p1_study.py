@@ -42,14 +42,20 @@ def study_cfg(algo: str, a: argparse.Namespace) -> object:
     ``--k`` (cost of the Wolpertinger step) and the eps schedule over the run's transitions."""
     _, cls = registry.algorithm(algo)
     base = cls()
-    common = dict(gamma=a.gamma, hidden=tuple(a.hidden), updates_per_step=a.updates)
+    common = dict(gamma=a.gamma, hidden=tuple(a.hidden), updates_per_step=a.updates, bs_head=a.bs_head)
     if algo.startswith("maq"):
-        kw = dict(common, lr_high=a.lr, lr_policy=a.lr, lr_low=a.lr, bs_noise=a.noise,
+        kw = dict(common, lr_high=a.lr, lr_policy=a.lr, lr_low=a.lr, bs_noise=a.noise if a.bs_noise is None else a.bs_noise,
                   eps_decay_steps=a.steps * a.num_envs)
         if algo == "maq-wp":
             kw["k"] = a.k
     else:
         kw = dict(common, lr_actor=a.lr, lr_critic=a.lr, noise=a.noise)
+        if a.bs_noise is not None:
+            kw["bs_noise"] = a.bs_noise
+    for item in a.algo_set:                 # extra overrides, applied to the algorithms that have the field
+        key, _, raw = item.partition("=")
+        if hasattr(base, key):
+            kw[key] = type(getattr(base, key))(raw)
     return dataclasses.replace(base, **kw)
 
 
@@ -170,6 +176,10 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--gamma", type=float, default=0.5)
     p.add_argument("--k", type=int, default=8)
+    p.add_argument("--bs-head", default="direct", choices=("direct", "power-mrt", "snr-power-mrt"))
+    p.add_argument("--bs-noise", type=float, default=None, help="BS exploration std (default: --noise)")
+    p.add_argument("--algo-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for the algorithms that have KEY (numbers and strings)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--train-eval-episodes", type=int, default=16)
     p.add_argument("--eval-seed", type=int, default=12345)

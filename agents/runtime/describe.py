@@ -138,6 +138,59 @@ def _beamformer(a: Any, g: _Builder, scaled: bool) -> dict[str, Any]:
     return g.graph({"V": "V"})
 
 
+def _power_share_bs(a: Any, g: _Builder) -> dict[str, Any]:
+    """agents.maq.PowerShareBSActor: MLP -> R tanh(./R) -> per-user amplitudes exp(clip(l)) on the observed
+    MRT directions (a fixed selection of the observation, as a bias-free linear net), P1 10a."""
+    kw = a.arch_kwargs()
+    M, K = kw["n_antennas"], kw["n_users"]
+    g.step("div", ["obs", g.const("obs_scale", a.obs_scale)], "xs")
+    g.step("concat", ["xs", g.const("one", np.ones(1))], "x")
+    g.mlp("net", a.net, "x", "z")
+    g.step("div", ["z"], "z1", value=float(a.LOG_AMP_RANGE))
+    g.step("tanh", ["z1"], "z2")
+    g.step("mul", ["z2"], "l", value=float(a.LOG_AMP_RANGE))
+    g.step("clip", ["l"], "lc", min=-a.LOGIT_CLIP, max=a.LOGIT_CLIP)
+    g.step("exp", ["lc"], "amp0")
+    g.step("reshape", ["amp0"], "amp", shape=[1, 1, K])
+    select = nn.Linear(kw["obs_dim"], 2 * M * K, bias=False)
+    with torch.no_grad():
+        select.weight.copy_(a.select)
+    g.mlp("select", nn.Sequential(select), "obs", "d")
+    g.step("reshape", ["d"], "D", shape=[2, M, K])
+    g.step("mul", ["D", "amp"], "V0")
+    g.step("scale_to_power", ["V0"], "V", p_max_w=kw["p_max_w"], mode="full")
+    return g.graph({"V": "V"})
+
+
+def _snr_power_bs(a: Any, g: _Builder) -> dict[str, Any]:
+    """agents.maq.SNRPowerBSActor: exponent c = C tanh(MLP / C); amplitudes SNR_k^(c/2), centred in
+    log and clipped, on the observed MRT directions (selection as a bias-free linear net), P1 10a."""
+    kw = a.arch_kwargs()
+    M, K, C = kw["n_antennas"], kw["n_users"], float(a.EXP_RANGE)
+    g.step("div", ["obs", g.const("obs_scale", a.obs_scale)], "xs")
+    g.step("concat", ["xs", g.const("one", np.ones(1))], "x")
+    g.mlp("net", a.net, "x", "z")
+    g.step("div", ["z"], "z1", value=C)
+    g.step("tanh", ["z1"], "z2")
+    g.step("mul", ["z2"], "c", value=C)
+    g.step("mul", ["c"], "ch", value=float(a.HALF_LN10))
+    g.step("slice", ["obs"], "lsnr", start=-K)
+    g.step("mul", ["ch", "lsnr"], "l0")
+    g.step("mean", ["l0"], "lm", keepdims=True)
+    g.step("sub", ["l0", "lm"], "l1")
+    g.step("clip", ["l1"], "lc", min=-a.LOGIT_CLIP, max=a.LOGIT_CLIP)
+    g.step("exp", ["lc"], "amp0")
+    g.step("reshape", ["amp0"], "amp", shape=[1, 1, K])
+    select = nn.Linear(kw["obs_dim"], 2 * M * K, bias=False)
+    with torch.no_grad():
+        select.weight.copy_(a.select)
+    g.mlp("select", nn.Sequential(select), "obs", "d")
+    g.step("reshape", ["d"], "D", shape=[2, M, K])
+    g.step("mul", ["D", "amp"], "V0")
+    g.step("scale_to_power", ["V0"], "V", p_max_w=kw["p_max_w"], mode="full")
+    return g.graph({"V": "V"})
+
+
 def _hybrid_irs(a: Any, g: _Builder, scaled: bool) -> dict[str, Any]:
     """agents.networks.HybridIRSActor (+ the obs-scaled MADDPG / IL variant): argmax bits,
     quantized atan2 phases, ON logit > 0."""
@@ -280,6 +333,8 @@ def _global_q(a: Any, g: _Builder) -> dict[str, Any]:
 DESCRIBERS: dict[str, Callable[[Any, _Builder], dict[str, Any]]] = {
     "agents.maq:MAQIRSActor": _maq_irs,
     "agents.maq:ScaledBeamformerActor": lambda a, g: _beamformer(a, g, scaled=True),
+    "agents.maq:PowerShareBSActor": _power_share_bs,
+    "agents.maq:SNRPowerBSActor": _snr_power_bs,
     "agents.networks:BeamformerActor": lambda a, g: _beamformer(a, g, scaled=False),
     "agents.networks:HybridIRSActor": lambda a, g: _hybrid_irs(a, g, scaled=False),
     "agents.maddpg:ScaledHybridIRSActor": lambda a, g: _hybrid_irs(a, g, scaled=True),
