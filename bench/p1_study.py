@@ -99,6 +99,33 @@ def cmd_train(a: argparse.Namespace) -> None:
     print(f"SUMMARY p1_study train: {len(a.L) * len(a.seeds) * len(a.algos)} runs under {out / a.obs}")
 
 
+def head_references(env: P1Env, a: argparse.Namespace, L: int) -> dict:
+    """With an MRT-direction BS head: what the head does *without learning*, on the same episodes.
+    The untrained actors of each algorithm (the BS beams MRT with a near-equal split), and
+    random IRS decisions with the head's map at a fixed exponent c (shares ~ SNR^c): c = 0 is
+    the equal split, c = 2 a value hand-tuned offline for the reward (docs/RESULTS.md, P1)."""
+    from agents.maq import SNRPowerBSActor, p1_dims
+    from agents.evaluation import p1_reference_policies
+
+    refs = {}
+    for algo in a.algos:
+        cls, _ = registry.algorithm(algo)
+        agent = cls(env, study_cfg(algo, a), 0)
+        refs[f"untrained {algo} actors"] = actors_policy(agent.actors(), agent.role_of)
+    d = p1_dims(env)
+    rand = p1_reference_policies(env, a.eval_seed + 1, include_upper=False)["random"]
+    for c in (0.0, 2.0):
+        head = SNRPowerBSActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, (8,))
+
+        def policy(env, obs, head=head, c=c):
+            act = rand(env, obs)
+            with torch.no_grad():
+                act["bs0"] = {"V": head.beams(obs["bs0"], torch.full((obs["bs0"].shape[0], 1), c))}
+            return act
+        refs[f"random IRS + MRT, shares ~ SNR^{c:g} (fixed)"] = policy
+    return refs
+
+
 def cmd_refs(a: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     out = Path(a.out)
@@ -110,6 +137,8 @@ def cmd_refs(a: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         pols = p1_reference_policies(env, a.eval_seed, include_upper=not a.no_upper)
         pols.pop("all-on+align+zf", None)   # kept in docs from earlier runs; not needed twice
+        if a.bs_head != "direct":
+            pols.update(head_references(env, a, L))
         res = evaluate_policies(env, pols, a.eval_seed, a.eval_slots)
         refs = {name: {m: r[m]["mean"] for m in METRICS if m in r} for name, r in res.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,14 +155,28 @@ def _curve(run: Path, key: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def transitions_to_90(run: Path, key: str = "eval_reward") -> float:
+    """First training-evaluation point (transitions) where the curve has covered 90 % of its way
+    from its first evaluation to its final level (mean of the last two evaluations); nan if no curve."""
+    xs, ys = _curve(run, key)
+    if len(ys) < 3:
+        return float("nan")
+    start, final = ys[0], float(np.mean(ys[-2:]))
+    for x, y in zip(xs, ys):
+        if (y - start) >= 0.9 * (final - start):
+            return x
+    return xs[-1]
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     out = Path(a.out)
     n_rows = 0
     for obs_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         for L_dir in sorted(p for p in obs_dir.iterdir() if p.is_dir()):
             print(f"\n### {obs_dir.name} observations, {L_dir.name}")
-            print("| policy | seeds | sum rate (bit/s/Hz) | reward / slot | users >= R_req | IRS power (mW) | s / run |")
-            print("|---|---|---|---|---|---|---|")
+            print("| policy | seeds | sum rate (bit/s/Hz) | reward / slot | users >= R_req | IRS power (mW) | s / run "
+                  "| transitions to 90 % |")
+            print("|---|---|---|---|---|---|---|---|")
             for algo in ALGOS:
                 evs = [json.loads(p.read_text()) for p in sorted(L_dir.glob(f"{algo}-s*/study_eval.json"))]
                 if not evs:
@@ -141,14 +184,16 @@ def cmd_report(a: argparse.Namespace) -> None:
                 def ms(key: str, scale: float = 1.0, fmt: str = ".4f") -> str:
                     v = np.array([e[key] for e in evs]) * scale
                     return f"{v.mean():{fmt}} ± {v.std():{fmt}}"
+                t90 = [transitions_to_90(p.parent) for p in sorted(L_dir.glob(f"{algo}-s*/study_eval.json"))]
                 print(f"| {algo.upper()} | {len(evs)} | {ms('sum_rate')} | {ms('reward')} | {ms('satisfied', 1, '.2f')} "
-                      f"| {ms('irs_power_w', 1e3, '.1f')} | {np.mean([e['seconds'] for e in evs]):.0f} |")
+                      f"| {ms('irs_power_w', 1e3, '.1f')} | {np.mean([e['seconds'] for e in evs]):.0f} "
+                      f"| {np.mean(t90):.0f} ± {np.std(t90):.0f} |")
                 n_rows += 1
             ref_path = L_dir / "refs.json"
             if ref_path.exists():
                 for name, v in json.loads(ref_path.read_text()).items():
                     print(f"| {name} (reference) | - | {v['sum_rate']:.4f} | {v['reward']:.4f} | {v['satisfied']:.2f} "
-                          f"| {v['irs_power_w'] * 1e3:.1f} | |")
+                          f"| {v['irs_power_w'] * 1e3:.1f} | | |")
     if a.plot:
         L_dir = out / a.plot_obs / f"L{a.plot_L}"
         for key, suffix in (("eval_sum_rate", "sum_rate"), ("eval_reward", "reward")):
