@@ -126,8 +126,9 @@ static int CAT(p1_eval_range, SFX)(int64_t b0, int64_t b1, int64_t L, int64_t N,
             int64_t n_on = 0;
             for (int64_t n = 0; n < N; n++) {
                 const uint64_t f = ((uint64_t)ib[l * N + n] << shift) & mask;
-                const REAL rho = ob[l * N + n] ? (REAL)1 : (REAL)0;
-                n_on += ob[l * N + n] != 0;
+                const int is_on = ob[l * N + n] != 0;  /* arithmetic, not a branch: ON/OFF is random */
+                const REAL rho = (REAL)is_on;
+                n_on += is_on;
                 pr[l * N + n] = circle[2 * f] * rho;
                 pi[l * N + n] = circle[2 * f + 1] * rho;
             }
