@@ -36,6 +36,7 @@ the order at ties. Both give the same neighbours in the same order. The torch ve
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,9 +175,16 @@ def _k_best_np(delta: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return sums, choice[..., :C]
 
 
-@functools.lru_cache(maxsize=16)
+_LOCAL = threading.local()
+
+
 def _rank_space(n: int, k: int, max_bits: int) -> RankSpace:
-    return RankSpace(n, k, max_bits)
+    """One RankSpace per shape and thread (its one-row search reuses buffers)."""
+    cache = _LOCAL.__dict__.setdefault("rank_spaces", {})
+    rs = cache.get((n, k, max_bits))
+    if rs is None:
+        rs = cache[(n, k, max_bits)] = RankSpace(n, k, max_bits)
+    return rs
 
 
 def _k_nearest_np(u: np.ndarray, w: np.ndarray, bits: np.ndarray, k: int, max_bits: int

@@ -25,10 +25,12 @@ and is not among the k best unless tied. The table lists every other S: 2884 set
 2N = 20 coordinates, 8 options and k = 50 (139 with 2 options); coordinate ranks >= k - 1
 never appear, so large N adds no rows. Rows are grouped by largest coordinate rank.
 
-**Search.** T = the (k-1)-th smallest single change or pair of margins bounds the k-th
-extra cost; only coordinate ranks with margin <= T (a prefix of the table) and option
-ranks that some coordinate reaches within T (the table built for that many options) can
-take part. Sum those rows with one gather, take the k + 1 smallest (argpartition), sort.
+**Search.** Pass 1 sums the table of first changes only (rank 1; 139 sets for 2N = 20) in
+one gather over the sorted margins and sorts it; its k-th smallest T bounds the k-th
+extra cost. Only coordinate ranks with margin <= T (a prefix of the table) and option
+ranks that some coordinate reaches within T can take part: when that is rank 1 only (ON
+bits, 1-2 bit phases, most 3-bit decisions) pass 1 is the answer, else pass 2 sums the
+table built for that many options over that prefix (one gather, one partial sort).
 
 **Exactness.** Accepted only when the k + 1 smallest sums are pairwise more than TOL apart
 and no two adjacent entries of E' within the bound are (two successive options of a
@@ -127,10 +129,6 @@ class RankSpace:
         self.R = R = max(1 << int(max_bits), 2)
         self.C = C = 2 * self.n
         coords, ranks = dominance_table(min(C, self.k), R, self.k)
-        self.depth = coords.shape[1]
-        # per r2 (option ranks taking part): flat indices c * R + o into E' (C*R + 1 entries, the
-        # last a 0 for padding), (depth, M) so a prefix of rows is a column slice; and prefix
-        # counts: rows whose coordinate ranks are all < kc are the first pref[kc]
         # per r2 (option ranks taking part): flat indices c * R + o into E' (C*R + 1 entries, the
         # last a 0 for padding), (depth, M) so that a prefix of rows is a column slice; prefix
         # counts (rows whose coordinate ranks are all < kc are the first pref[kc]); the rows as
