@@ -184,8 +184,11 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                         threads.setdefault(name, []).append(thread_cpu_ns(pid))
                 return await super()._run_slot(*args)
 
-        # as `ristwin twin-server` runs it (blocking_collect: nothing else runs in this loop)
-        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120, blocking_collect=True))
+        # as `ristwin twin-server` runs it (blocking_collect: nothing else runs in this loop); the
+        # check lets the same script time a tree from before that option
+        fields = {f.name for f in dataclasses.fields(dep.server_config())}
+        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120,
+                                            **({"blocking_collect": True} if "blocking_collect" in fields else {})))
         freeze_startup_objects()   # as `ristwin twin-server` does
         t0 = time.perf_counter()
         if profile:

@@ -533,15 +533,19 @@ class HubTransport(Transport):
         self._dispatch(topic, frames[1].bytes)
 
     def wait(self, timeout: float) -> None:
-        """Block up to ``timeout`` s for client traffic, then forward and dispatch it (what the
-        loop's readers do, without an event-loop turn)."""
+        """Forward and dispatch what is queued; only if that delivered nothing here, block up to
+        ``timeout`` s for client traffic and do it again (what the loop's readers do, without an
+        event-loop turn). The caller re-checks its condition after every return."""
         import select
 
         if self._poll is None:
             self._poll = select.poll()
             for fd in self._fds:
                 self._poll.register(fd, select.POLLIN)
-        self.pump()   # reading ZMQ_EVENTS re-arms the edge before sleeping on it
+        received = self.stats.received
+        self.pump()   # reading ZMQ_EVENTS also re-arms the edge-triggered fds before sleeping on them
+        if self.stats.received != received:
+            return    # the caller's condition may hold now: never sleep past a delivered answer
         self._poll.poll(max(0, int(timeout * 1000 + 0.999)))
         self.pump()
 

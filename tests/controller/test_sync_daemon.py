@@ -311,3 +311,39 @@ def test_blocking_collect_is_ignored_without_the_hub(mosquitto, p1_bundle, tmp_p
     assert all(results[a]["answered"] == slots for a in AGENTS)
     with pytest.raises(Exception, match="run_sync needs 'zmq'"):
         daemons[0].run_sync()
+
+
+def test_hub_transport_wait_returns_once_something_was_delivered():
+    """HubTransport.wait (the server's blocking collect) must not sleep on the sockets after
+    its first look already delivered a message: the slot may be complete."""
+    from controller.transports.zmq_bus import ZmqHub
+
+    hub = ZmqHub(BusConfig(pub_port=0, sub_port=0), threaded=False).start()
+    cfg = BusConfig(pub_port=hub.pub_port, sub_port=hub.sub_port)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        own = hub.local_transport("twin")
+        await own.start()
+        got = []
+        await own.subscribe("act/", callback=lambda t, p: got.append(t))
+        client = ZmqSyncClient(cfg, "agent")
+        await loop.run_in_executor(None, client.start)   # this loop pumps its probe meanwhile
+        for fd in own._fds:                               # from here on only wait() forwards
+            loop.remove_reader(fd)
+        client.publish("act/irs0", b"x")
+        time.sleep(0.2)                                   # queued at the hub by now, nothing else comes
+        t0 = time.monotonic()
+        while not got and time.monotonic() - t0 < 5:
+            own.wait(5.0)
+        waited = time.monotonic() - t0
+        client.close()
+        await own.close()
+        return got, waited
+
+    try:
+        got, waited = asyncio.run(main())
+    finally:
+        hub.close()
+    assert got == ["act/irs0"]
+    assert waited < 1.0
