@@ -476,6 +476,20 @@ def cmd_plot(a: argparse.Namespace) -> None:
     print(f"SUMMARY plot: {a.out / 'p2_study.png'}")
 
 
+def cmd_collisions(a: argparse.Namespace) -> None:
+    """Collisions per slot over training (metrics windows: first, second, third, last) and at the
+    last evaluation, with the last evaluation's IRS owner and sum rate, for every run under --out."""
+    print("run                          training windows (collisions/slot)      last eval  owner(mean)  eval sum rate")
+    for run in sorted(p for p in a.out.iterdir() if (p / "final_eval.json").exists()):
+        _, c = curve(run, "collisions", runs.METRICS_CSV)
+        _, ec = curve(run, "eval_collisions")
+        _, eo = curve(run, "eval_owner_mean")
+        _, er = curve(run, "eval_sum_rate")
+        w = " -> ".join(f"{c[i]:.2f}" for i in (0, 1, 2)) + f" -> {c[-1]:.3f}" if len(c) > 3 else str(c)
+        print(f"{run.name:28s} {w:38s}  {ec[-1]:6.3f}    {eo[-1]:6.2f}      {er[-1]:7.2f}")
+    print(f"SUMMARY collisions: {a.out}")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     parts = sorted(a.out.glob("sweep-K*-L*.json"))
     if parts:  # one file per case when the cases ran as separate processes
@@ -489,7 +503,7 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "mobility-local", "heads", "plot-mobility", "plot", "report", "diagnose"))
+    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "mobility-local", "heads", "plot-mobility", "collisions", "plot", "report", "diagnose"))
     ap.add_argument("--out", type=Path, default=Path("runs/p2study"))
     ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--num-envs", type=int, default=64)
@@ -515,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "mobility-local": cmd_mobility_local, "heads": cmd_heads, "plot-mobility": cmd_plot_mobility, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
+    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "mobility-local": cmd_mobility_local, "heads": cmd_heads, "plot-mobility": cmd_plot_mobility, "collisions": cmd_collisions, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
 
 
 if __name__ == "__main__":
