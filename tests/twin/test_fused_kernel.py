@@ -161,6 +161,12 @@ def test_not_applicable_cases_take_the_torch_path(fused):
     assert kernels.p1_cascade(H.unsqueeze(0), h.unsqueeze(0), hb.unsqueeze(0), phi.detach().unsqueeze(0)) is None
     assert kernels.p1_eval(H.real.contiguous(), h, hb, bits, idx, on, V, 1e-13, surfaces._unit_circle(torch.complex64, "cpu"),
                            8, MU) is None  # real channels
+    on_amp = on.to(torch.float32) * 0.5  # a non-bool mask is an amplitude on the torch path: not fused
+    assert kernels.p1_eval(H, h, hb, bits, idx, on_amp, V, 1e-13, surfaces._unit_circle(torch.complex64, "cpu"), 8, MU) is None
+    half = signal.p1_metrics(H, h, hb, bits, idx, on_amp, V, 1e-13, MU)
+    torch.testing.assert_close(half[2], signal.p1_metrics(H, h, hb, bits, idx, on, V, 1e-13, MU)[2] * 0.5)
+    i32 = signal.p1_metrics(H, h, hb, bits.int(), idx.int(), on, V, 1e-13, MU)  # int32 indices: converted, fused
+    assert all(torch.equal(x, y) for x, y in zip(i32, signal.p1_metrics(H, h, hb, bits, idx, on, V, 1e-13, MU)))
     big = random_case(1, 1, 4096, 4, 4, torch.complex64, seed=6)  # work arrays beyond the C stack budget
     phi_big = surfaces.coefficients(*big[3:6])
     assert kernels.p1_cascade(big[0], big[1], big[2], phi_big) is None

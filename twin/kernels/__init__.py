@@ -233,10 +233,12 @@ def p1_eval(H_BR, h_RU, h_BU, bits, phase_idx, on, V, noise_w, circle, fine_bits
             or bits.shape[1:] != (L,) or phase_idx.shape[1:] != (L, N) or on.shape[1:] != (L, N)
             or not _fits(L, N, M, K)):
         return None
-    if bits.dtype != torch.int64 or phase_idx.dtype != torch.int64 or on.dtype != torch.bool:
+    if on.dtype != torch.bool or circle.numel() != 1 << fine_bits:
+        return None  # a float / integer mask is an amplitude for the torch path (0.5 reflects half)
+    if bits.dtype != torch.int64 or phase_idx.dtype != torch.int64:
         if bits.is_floating_point() or phase_idx.is_floating_point() or bits.is_complex() or phase_idx.is_complex():
             return None
-        bits, phase_idx, on = bits.long(), phase_idx.long(), on.bool()
+        bits, phase_idx = bits.long(), phase_idx.long()
     if not _usable(H_BR, h_RU, h_BU, V, bits, phase_idx, on):
         return None
     args = [_batched(t, B, n) for t, n in ((H_BR, 4), (h_RU, 4), (h_BU, 3), (bits, 2), (phase_idx, 3), (on, 3), (V, 3))]
