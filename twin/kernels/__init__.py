@@ -1,9 +1,9 @@
 """Fused C kernels of the P1 evaluation, built lazily with the system C compiler.
 
 Why C and not torch: at B = 1024 the P1 evaluation is ~400 complex multiply-adds per
-environment, but torch eager spends ~1 ms on ~50 ops each streaming the batch through memory
+environment, but torch eager spends ~1.1 ms on ~50 ops each streaming the batch through memory
 (docs/BENCHMARKS.md, "Twin throughput"; torch.compile was slower). One pass per environment
-in C does the same arithmetic in ~0.1 ms.
+in C does the same arithmetic in ~0.3 ms on one core (SSE2 only: no gain from AVX here).
 
 How: ``p1_eval.c`` (+ ``p1_eval_impl.h``) is compiled on first use with ``$CC`` / ``cc``
 (``-O3 -fPIC -shared``) into a per-user cache directory (``$RISTWIN_CACHE_DIR``, else
@@ -45,6 +45,7 @@ MAX_WORK_REALS = 32768
 
 def _fits(L: int, N: int, M: int, K: int) -> bool:
     return min(L, N, M, K) >= 1 and 2 * L * N * (M + K + 1) + 5 * K * M <= MAX_WORK_REALS
+
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
