@@ -97,6 +97,7 @@ class MqttTransport(Transport):
                         # Deliver straight from paho's read callback: aiomqtt's iterator costs a
                         # queue, a task and an asyncio.wait per message.
                         paho.on_message = self._on_paho_message
+                        self._direct_writes(client, paho)
                     self._connected.set()
                     async for message in client.messages:   # idle with the direct path; ends on disconnect
                         self._deliver(str(message.topic), message.payload)
@@ -114,6 +115,30 @@ class MqttTransport(Transport):
                 break
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
+
+    def _direct_writes(self, client: aiomqtt.Client, paho) -> None:
+        """Register paho's socket for writing straight away when asked from this loop's thread.
+        aiomqtt always goes through ``call_soon_threadsafe`` (paho may ask from its connect
+        thread): a self-pipe write and one more loop wake-up per publish burst. Off the loop's
+        thread, aiomqtt's own callback still does it."""
+        loop = asyncio.get_running_loop()
+        threadsafe = paho.on_socket_register_write
+
+        def write_ready() -> None:
+            try:
+                paho.loop_write()
+            except Exception as exc:   # a broken pipe: let aiomqtt see the disconnect, as it would
+                fut = getattr(client, "_disconnected", None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+
+        def register_write(paho_client, userdata, sock) -> None:
+            if asyncio._get_running_loop() is loop:
+                loop.add_writer(sock.fileno(), write_ready)
+            elif threadsafe is not None:
+                threadsafe(paho_client, userdata, sock)
+
+        paho.on_socket_register_write = register_write
 
     def _on_paho_message(self, _client, _userdata, message) -> None:
         try:
@@ -154,6 +179,16 @@ class MqttTransport(Transport):
                 info = paho.publish(self.root + topic, payload, qos=0)
                 if info.rc != 0:
                     raise aiomqtt.MqttError(f"publish failed (rc {info.rc})")
+                # Write it now rather than on the loop's next turn (the registered writer takes
+                # over if the socket is full). Not from inside a paho callback: paho holds a
+                # non-reentrant lock there that loop_write takes too.
+                lock = getattr(paho, "_in_callback_mutex", None)
+                if lock is not None and lock.acquire(False):
+                    lock.release()
+                    try:
+                        paho.loop_write()
+                    except OSError:
+                        pass   # the disconnect surfaces through aiomqtt's reader
             else:
                 await client.publish(self.root + topic, payload, qos=qos)
             self.stats.published += 1
