@@ -67,9 +67,6 @@ class DaemonConfig:
             raise ConfigError(f"on_sigterm: {self.on_sigterm!r} must be 'hold' or 'safe'")
 
 
-SLOW_APPLY_S = 0.5e-3   # a board exchange this long (a serial link) has room for the share publish
-
-
 def load_agent_bundle(path: str) -> Any:
     """The bundle a daemon decides with: the torch-free numpy runtime (``agents.runtime``), which
     imports torch only for a role it cannot describe; the torch loader if the runtime is absent.
@@ -111,7 +108,6 @@ class AgentDaemon:
         self.last_slot = -1
         self.peers: dict[str, Any] = {}          # what this agent has seen of its allowed peers
         self._peer_raw: list[tuple[str, bytes]] = []
-        self._slow_apply = False                 # last board exchange took longer than SLOW_APPLY_S
         self._own_act = self._act_topic = f"act/{cfg.agent}"
         self._share_topic = f"share/{cfg.agent}"
         self.driver = None
@@ -299,7 +295,6 @@ class AgentDaemon:
         t2 = time.perf_counter()
         timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
                   "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
-        self._slow_apply = timing["apply_s"] > SLOW_APPLY_S
         return self._encode(m.Action(msg.slot, self.agent, action, applied, timing))
 
     def _share_body(self, msg: m.Observation, obs: np.ndarray) -> bytes | None:
@@ -314,18 +309,17 @@ class AgentDaemon:
         decided = self._decide(msg)
         if decided is None:
             return
-        share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
-        if share_first:
-            await self._send(self._share_topic, self._share_body(msg, decided[0]))
         if self.cfg.delay_s > 0:
             await asyncio.sleep(self.cfg.delay_s)
         act_body = self._apply_and_report(msg, decided, cpu0)
         # The share is encoded before the answer goes out (a few us) so that the two sends follow
-        # each other directly: the bus's I/O thread then usually carries both in one wake-up.
-        share_body = None if share_first else self._share_body(msg, decided[0])
+        # each other directly: the bus's I/O thread then usually carries both in one wake-up. It
+        # goes after the answer even with a serial board: sent before the exchange, the bus work
+        # it causes (hub, broker, I/O threads) competed with the emulated boards for the cores and
+        # made slots slower (docs/BENCHMARKS.md, control loop).
+        share_body = self._share_body(msg, decided[0])
         await self._send(self._act_topic, act_body)
-        if not share_first:
-            await self._send(self._share_topic, share_body)   # after the answer: not on its path
+        await self._send(self._share_topic, share_body)   # after the answer: not on its path
         self._answered(msg)
 
     async def _serve(self, sub) -> None:
@@ -531,16 +525,12 @@ class AgentDaemon:
         decided = self._decide(msg)
         if decided is None:
             return
-        share_first = self._slow_apply   # a slow board exchange (serial): overlap the share with it
-        if share_first:
-            self._send_now(client, self._share_topic, self._share_body(msg, decided[0]))
         if self.cfg.delay_s > 0:
             time.sleep(self.cfg.delay_s)
         act_body = self._apply_and_report(msg, decided, cpu0)
-        share_body = None if share_first else self._share_body(msg, decided[0])
+        share_body = self._share_body(msg, decided[0])
         self._send_now(client, self._act_topic, act_body)
-        if not share_first:
-            self._send_now(client, self._share_topic, share_body)
+        self._send_now(client, self._share_topic, share_body)
         self._peer_raw.extend(client.drain_quiet())
         self._answered(msg)
 
