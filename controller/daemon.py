@@ -15,6 +15,10 @@ arrives after its deadline is skipped (the server already moved on), and when se
 queued only the newest is answered; heartbeats every ``heartbeat_s``; SIGTERM either holds
 the board's configuration or latches the safe pattern (``on_sigterm``); the transport
 reconnects by itself, and a restarted daemon says hello again and rejoins at the current slot.
+
+Two drivers of the same daemon: ``run`` (asyncio; MQTT, and in-process tests) and, on a
+ZeroMQ bus, ``run_sync`` (what ``ristwin agent`` runs): one thread blocking in ``poll`` on the
+SUB socket, no event loop on the slot path.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ Per slot t:
 Before slot 0 every expected agent must have said hello (and got a welcome): a hello is sent
 only after the daemon's subscriptions are live, so no agent can miss the first observation.
 A daemon that restarts mid-run says hello again and is welcomed back at the current slot.
+
+Hosting the ZeroMQ hub, the server's own loop forwards the hub's traffic (``HubTransport``:
+no proxy thread, answers arrive in the wake-up that forwards them), and run as a process of
+its own (``serve``) it collects a slot by blocking on the hub's sockets. Observations go out
+longest job first (by each agent's last decide + apply time).
 """
 
 from __future__ import annotations
