@@ -26,7 +26,7 @@ The search runs in float64 numpy (``_k_nearest_np``): it is index bookkeeping ov
 arrays, where torch's per-op dispatch cost (~5-10 us x ~60 ops) dominated a single decision;
 numpy does the same operations several times faster. Rows go first through the rank-space
 search of ``agents.runtime.kbest`` (closed-form option costs, a dominance table fixed in
-advance, one gather and one sort for the whole batch), which accepts a row only when its k
+advance, one gather and one sort per row, or per batch from 8 rows), which accepts a row only when its k
 best and their order are unambiguous; the other rows (near-ties, e.g. saturated
 proto-actions) take the merge above (``_k_nearest_merge_np``), whose stable sorts define
 the order at ties. Both give the same neighbours in the same order. The torch version
