@@ -351,7 +351,7 @@ def cmd_plot_mobility(a: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items = [s.split("=", 1) for s in a.inputs]
+    items = [s.rsplit("=", 1) for s in a.inputs]
     fig, axes = plt.subplots(2, len(items), figsize=(6 * len(items), 7), squeeze=False)
     for j, (label, path) in enumerate(items):
         out = json.loads(Path(path).read_text())
@@ -368,7 +368,7 @@ def cmd_plot_mobility(a: argparse.Namespace) -> None:
         axes[1, j].axhline(0.0, color="k", lw=0.5)
         axes[0, j].legend(fontsize=7), axes[1, j].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(a.png, dpi=80)
+    fig.savefig(a.png, dpi=60)
     print(f"SUMMARY plot-mobility: {a.png}")
 
 
@@ -421,7 +421,7 @@ def cmd_diagnose(a: argparse.Namespace) -> None:
 
     for head in a.diag_heads:
         torch.manual_seed(0)
-        extra = dict(assoc_head="claims", **local_scales(env)) if head == "local" else {}
+        extra = dict(assoc_head="claims", gain_features=a.diag_gain_features, **local_scales(env)) if head == "local" else {}
         actor = P2BSActor(env.obs_dim, Nb, K, L, env.Nl, hidden=tuple(a.hidden), precoder_head=head, **extra)
         opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
         t0, hist = time.perf_counter(), []
@@ -526,6 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--inputs", nargs="*", default=[], metavar="LABEL=PATH", help="plot-mobility: mobility-local json files")
     ap.add_argument("--png", type=Path, default=Path("docs/p2_mobility.png"))
     ap.add_argument("--diag-heads", nargs="+", default=["direct", "power-direction"], help="diagnose: precoder heads to check")
+    ap.add_argument("--diag-gain-features", action="store_true", help="diagnose: the local head's actor with gain features")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
