@@ -283,14 +283,14 @@ class TwinServer:
         t0 = time.time()
         cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
-        bodies = [(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0))) for a in self._fanout]
         self._open_slot, self._got, self._all_in_at = slot, {}, None
         self._all_in = None if self._blocking_wait else asyncio.get_running_loop().create_future()
-        # Encode first, then hand every observation to the transport back to back: agents start
-        # together. Neither transport suspends on a per-slot publish (ZeroMQ: a non-blocking send;
-        # MQTT QoS 0: queued on paho), so a plain loop does it without a task per observation.
-        for topic, body in bodies:
-            await self._publish(topic, body)
+        # Each observation goes out as soon as it is encoded, longest job first (``_fanout``): the
+        # agent with the most to do starts ~10 us per agent earlier than if all were encoded
+        # first. Neither transport suspends on a per-slot publish (ZeroMQ: a non-blocking send;
+        # MQTT QoS 0: written at once), so answers are only read once this loop is done.
+        for a in self._fanout:
+            await self._publish(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0)))
         got, all_in_at = await self._collect(slot, deadline)
 
         # Each answer as the env's action (hardware in the loop: the applied config for a surface).
