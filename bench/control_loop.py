@@ -14,7 +14,9 @@ CPU per slot (decode + decide + apply, summed), "server CPU" = the server's thre
 slot (encode, collect, validate, twin step): what the slot costs regardless of scheduling.
 "proc CPU" = every thread of the processes (from /proc/<pid>/task/*/schedstat) per slot:
 the daemons, the server (with the hub's forwarder and ZeroMQ I/O threads), and the others
-(broker, board emulators); this is what the 2 cores must fit.
+(broker, board emulators); this is what the 2 cores must fit. "switches/slot" = context
+switches of those threads per slot (voluntary + involuntary): the wake-ups the 2 cores must
+schedule, a count the machine's load changes less than the latency.
 
 Transports: ``zmq`` (clients on loopback TCP; the server reaches its own hub in-process),
 ``zmq-ipc`` (the same over unix sockets, ``ipc_dir``), ``mqtt``. ``--rejoin N`` then kills a
