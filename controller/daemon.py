@@ -326,6 +326,18 @@ class AgentDaemon:
         await self._send(self._share_topic, share_body)   # after the answer: not on its path
         self._answered(msg)
 
+    def _observation_for_me(self, payload: bytes) -> m.Observation | None:
+        """The decoded observation if it is this agent's and still answerable; otherwise count
+        why not (malformed, unexpected, late) and return None."""
+        msg = m.decode_or_count(payload, self.counters)
+        if not isinstance(msg, m.Observation) or msg.agent != self.agent:
+            self.counters["unexpected"] += msg is not None
+            return None
+        if time.time() > msg.deadline:
+            self.counters["late_observation"] += 1
+            return None
+        return msg
+
     async def _serve(self, sub) -> None:
         while not self._stop.is_set():
             queue = sub.queue
@@ -341,14 +353,9 @@ class AgentDaemon:
                 self.counters["skipped_stale"] += 1
                 topic, payload = item
             cpu0 = time.thread_time()
-            msg = m.decode_or_count(payload, self.counters)
-            if not isinstance(msg, m.Observation) or msg.agent != self.agent:
-                self.counters["unexpected"] += msg is not None
-                continue
-            if time.time() > msg.deadline:
-                self.counters["late_observation"] += 1
-                continue
-            await self._answer(msg, cpu0)
+            msg = self._observation_for_me(payload)
+            if msg is not None:
+                await self._answer(msg, cpu0)
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -515,14 +522,9 @@ class AgentDaemon:
             if newest is None or not serving or self._stop.is_set():
                 continue
             cpu0 = time.thread_time()
-            msg = m.decode_or_count(newest, self.counters)
-            if not isinstance(msg, m.Observation) or msg.agent != self.agent:
-                self.counters["unexpected"] += msg is not None
-                continue
-            if time.time() > msg.deadline:
-                self.counters["late_observation"] += 1
-                continue
-            self._answer_now(client, msg, cpu0)
+            msg = self._observation_for_me(newest)
+            if msg is not None:
+                self._answer_now(client, msg, cpu0)
 
     def _answer_now(self, client, msg: m.Observation, cpu0: float) -> None:
         """:meth:`_answer` without the event loop: the same order of sends."""

@@ -138,18 +138,22 @@ def _beamformer(a: Any, g: _Builder, scaled: bool) -> dict[str, Any]:
     return g.graph({"V": "V"})
 
 
-def _power_share_bs(a: Any, g: _Builder) -> dict[str, Any]:
-    """agents.maq.PowerShareBSActor: MLP -> R tanh(./R) -> per-user amplitudes exp(clip(l)) on the observed
-    MRT directions (a fixed selection of the observation, as a bias-free linear net), P1 10a."""
-    kw = a.arch_kwargs()
-    M, K = kw["n_antennas"], kw["n_users"]
+def _bs_mlp_out(a: Any, g: _Builder, bound: float, out: str) -> None:
+    """Shared head of the MRT-direction BS actors: out = R tanh(MLP([obs / scale, 1]) / R)."""
     g.step("div", ["obs", g.const("obs_scale", a.obs_scale)], "xs")
     g.step("concat", ["xs", g.const("one", np.ones(1))], "x")
     g.mlp("net", a.net, "x", "z")
-    g.step("div", ["z"], "z1", value=float(a.LOG_AMP_RANGE))
+    g.step("div", ["z"], "z1", value=bound)
     g.step("tanh", ["z1"], "z2")
-    g.step("mul", ["z2"], "l", value=float(a.LOG_AMP_RANGE))
-    g.step("clip", ["l"], "lc", min=-a.LOGIT_CLIP, max=a.LOGIT_CLIP)
+    g.step("mul", ["z2"], out, value=bound)
+
+
+def _mrt_beams(a: Any, g: _Builder, log_amp: str) -> dict[str, Any]:
+    """Shared tail: per-user amplitudes exp(clip(log_amp)) on the observed MRT directions (a
+    fixed selection of the observation, as a bias-free linear net), scaled to P_max."""
+    kw = a.arch_kwargs()
+    M, K = kw["n_antennas"], kw["n_users"]
+    g.step("clip", [log_amp], "lc", min=-a.LOGIT_CLIP, max=a.LOGIT_CLIP)
     g.step("exp", ["lc"], "amp0")
     g.step("reshape", ["amp0"], "amp", shape=[1, 1, K])
     select = nn.Linear(kw["obs_dim"], 2 * M * K, bias=False)
@@ -162,33 +166,24 @@ def _power_share_bs(a: Any, g: _Builder) -> dict[str, Any]:
     return g.graph({"V": "V"})
 
 
+def _power_share_bs(a: Any, g: _Builder) -> dict[str, Any]:
+    """agents.maq.PowerShareBSActor: MLP -> R tanh(./R) -> per-user amplitudes exp(clip(l)) on the observed
+    MRT directions, P1 10a."""
+    _bs_mlp_out(a, g, float(a.LOG_AMP_RANGE), "l")
+    return _mrt_beams(a, g, "l")
+
+
 def _snr_power_bs(a: Any, g: _Builder) -> dict[str, Any]:
     """agents.maq.SNRPowerBSActor: exponent c = C tanh(MLP / C); amplitudes SNR_k^(c/2), centred in
-    log and clipped, on the observed MRT directions (selection as a bias-free linear net), P1 10a."""
-    kw = a.arch_kwargs()
-    M, K, C = kw["n_antennas"], kw["n_users"], float(a.EXP_RANGE)
-    g.step("div", ["obs", g.const("obs_scale", a.obs_scale)], "xs")
-    g.step("concat", ["xs", g.const("one", np.ones(1))], "x")
-    g.mlp("net", a.net, "x", "z")
-    g.step("div", ["z"], "z1", value=C)
-    g.step("tanh", ["z1"], "z2")
-    g.step("mul", ["z2"], "c", value=C)
+    log and clipped, on the observed MRT directions, P1 10a."""
+    K = a.arch_kwargs()["n_users"]
+    _bs_mlp_out(a, g, float(a.EXP_RANGE), "c")
     g.step("mul", ["c"], "ch", value=float(a.HALF_LN10))
     g.step("slice", ["obs"], "lsnr", start=-K)
     g.step("mul", ["ch", "lsnr"], "l0")
     g.step("mean", ["l0"], "lm", keepdims=True)
     g.step("sub", ["l0", "lm"], "l1")
-    g.step("clip", ["l1"], "lc", min=-a.LOGIT_CLIP, max=a.LOGIT_CLIP)
-    g.step("exp", ["lc"], "amp0")
-    g.step("reshape", ["amp0"], "amp", shape=[1, 1, K])
-    select = nn.Linear(kw["obs_dim"], 2 * M * K, bias=False)
-    with torch.no_grad():
-        select.weight.copy_(a.select)
-    g.mlp("select", nn.Sequential(select), "obs", "d")
-    g.step("reshape", ["d"], "D", shape=[2, M, K])
-    g.step("mul", ["D", "amp"], "V0")
-    g.step("scale_to_power", ["V0"], "V", p_max_w=kw["p_max_w"], mode="full")
-    return g.graph({"V": "V"})
+    return _mrt_beams(a, g, "l1")
 
 
 def _hybrid_irs(a: Any, g: _Builder, scaled: bool) -> dict[str, Any]:

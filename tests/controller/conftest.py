@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import socket
 import subprocess
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.transports import BusConfig
+from controller.transports import BusConfig, connect
 from controller.transports.zmq_bus import ZmqHub
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -20,6 +22,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def curve_buses(keys: Path, agents) -> tuple[Path, BusConfig, BusConfig]:
+    """CURVE key pairs for the hub and every agent in ``keys``; the hub's bus config (it holds
+    the server secret) and the clients' (without it; each adds its own client secret)."""
+    from controller.security import generate_curve_keys
+
+    for name in ("hub", *agents):
+        generate_curve_keys(keys, name)
+    hub_side = BusConfig(pub_port=free_port(), sub_port=free_port(), curve_server_secret=str(keys / "hub.key_secret"),
+                         curve_server_public=str(keys / "hub.key"))
+    return keys, hub_side, dataclasses.replace(hub_side, curve_server_secret="")
+
+
+async def connect_when_up(cfg: BusConfig, name: str):
+    """Connect, retrying every 0.1 s until the hub (hosted by a server still starting) answers."""
+    while True:
+        try:
+            return await connect(cfg, name)
+        except Exception:
+            await asyncio.sleep(0.1)
 
 
 class Broker:

@@ -146,24 +146,35 @@ def test_late_agent_never_stalls_the_slot(p1_bundle, tmp_path):
     assert walls.max() < 1.5 * 2 * deadline + 1.0              # a slot costs about one deadline, not the delay chain
 
 
+JUNK = [b"", b"\xc1", b"\x81\xa1v\x01", m.encode(m.Control("stop"))[:-1], b"\x92" * 1000]
+
+
+async def publish_junk(cfg, server, topics, then=None) -> None:
+    """From slot 2 on, a rogue client publishes every JUNK payload on every topic, then
+    ``then(rogue)`` if given, and leaves."""
+    rogue = await connect(cfg, "rogue")
+    try:
+        while server.slot < 2:
+            await asyncio.sleep(0.01)
+        for payload in JUNK:
+            for topic in topics:
+                await rogue.publish(topic, payload)
+        if then is not None:
+            await then(rogue)
+        await asyncio.sleep(0.2)
+    finally:
+        await rogue.close()
+
+
 def test_malformed_and_spoofed_messages_are_dropped_and_counted(bus, p1_bundle, tmp_path):
     slots = 8
 
     async def attack(server, daemons):
-        rogue = await connect(bus.cfg, "rogue")
-        try:
-            while server.slot < 2:
-                await asyncio.sleep(0.01)
-            junk = [b"", b"\xc1", b"\x81\xa1v\x01", m.encode(m.Control("stop"))[:-1], b"\x92" * 1000]
-            for payload in junk:
-                for topic in ("act/irs0", "obs/irs0", "obs/bs0", "hello/irs0", "hb/irs1", "ctl/all", "welcome/irs0"):
-                    await rogue.publish(topic, payload)
-            # A valid action for irs0 sent on irs1's topic: a spoof, not an answer.
-            spoof = m.Action(server.slot, "irs0", {}, None)
-            await rogue.publish("act/irs1", m.encode(spoof))
-            await asyncio.sleep(0.2)
-        finally:
-            await rogue.close()
+        async def spoof(rogue):   # a valid action for irs0 sent on irs1's topic: a spoof, not an answer
+            await rogue.publish("act/irs1", m.encode(m.Action(server.slot, "irs0", {}, None)))
+
+        await publish_junk(bus.cfg, server, ("act/irs0", "obs/irs0", "obs/bs0", "hello/irs0", "hb/irs1", "ctl/all",
+                                             "welcome/irs0"), then=spoof)
 
     summary, daemons = asyncio.run(run_deployment(bus.cfg, p1_bundle, tmp_path / "run.jsonl", slots,
                                                   period_s=0.1, during=attack))
@@ -378,16 +389,9 @@ def test_daemons_outlive_a_twin_server_restart_and_wait_for_a_late_hub(p1_bundle
 
 def test_impostor_claiming_another_agents_id_is_dropped_and_counted(p1_bundle, tmp_path):
     """CURVE with identity binding: irs0's key cannot speak for irs1 (nor for the twin)."""
-    from controller.security import generate_curve_keys
-    from controller.transports import BusConfig
-    from tests.controller.conftest import free_port
+    from tests.controller.conftest import connect_when_up, curve_buses
 
-    keys = tmp_path / "keys"
-    for name in ("hub", *AGENTS):
-        generate_curve_keys(keys, name)
-    hub_side = BusConfig(pub_port=free_port(), sub_port=free_port(), curve_server_secret=str(keys / "hub.key_secret"),
-                         curve_server_public=str(keys / "hub.key"))
-    client = dataclasses.replace(hub_side, curve_server_secret="")
+    keys, hub_side, client = curve_buses(tmp_path / "keys", AGENTS)
     slots = 12
     server = TwinServer(ServerConfig(bus=hub_side, agents=AGENTS, runlog=str(tmp_path / "run.jsonl"),
                                      bundle=str(p1_bundle), seed=11, slots=slots, deadline_s=2.0, period_s=0.05,
@@ -401,12 +405,7 @@ def test_impostor_claiming_another_agents_id_is_dropped_and_counted(p1_bundle, t
     async def impostor():
         # A legitimate member (irs0's key) claims irs1's answers, hello and observation.
         rogue_cfg = dataclasses.replace(client, curve_client_secret=str(keys / "irs0.key_secret"))
-        while True:
-            try:
-                rogue = await connect(rogue_cfg, "rogue")
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
+        rogue = await connect_when_up(rogue_cfg, "rogue")
         try:
             while server.slot < slots - 4:        # the last forgeries reach the hub slots before the end
                 slot = server._open_slot

@@ -20,11 +20,11 @@ import pytest
 from controller import messages as m
 from controller.daemon import AgentDaemon, DaemonConfig
 from controller.runlog import read_runlog
-from controller.transports import BusConfig, connect
+from controller.transports import BusConfig
 from controller.transports.zmq_sync import ZmqSyncClient
 from controller.twin_server import ServerConfig, TwinServer
-from tests.controller.conftest import ZmqBus, free_port
-from tests.controller.test_runtime import AGENTS, SIM, reference_run
+from tests.controller.conftest import ZmqBus, connect_when_up, curve_buses, free_port
+from tests.controller.test_runtime import AGENTS, SIM, publish_junk, reference_run
 
 
 class SyncDaemons:
@@ -130,18 +130,11 @@ def test_sync_daemons_drop_and_count_junk(p1_bundle, tmp_path):
     slots = 8
 
     async def attack(server):
-        rogue = await connect(bus.cfg, "rogue")
-        try:
-            while server.slot < 2:
-                await asyncio.sleep(0.01)
-            junk = [b"", b"\xc1", b"\x81\xa1v\x01", m.encode(m.Control("stop"))[:-1], b"\x92" * 1000]
-            for payload in junk:
-                for topic in ("obs/irs0", "obs/bs0", "ctl/all", "welcome/irs0", "act/irs0", "obs/irs01"):
-                    await rogue.publish(topic, payload)
-            await rogue.publish("obs/irs0", b"\x00" * (m.MAX_MESSAGE_BYTES + 1))   # oversized
-            await asyncio.sleep(0.2)
-        finally:
-            await rogue.close()
+        async def oversized(rogue):
+            await rogue.publish("obs/irs0", b"\x00" * (m.MAX_MESSAGE_BYTES + 1))
+
+        await publish_junk(bus.cfg, server, ("obs/irs0", "obs/bs0", "ctl/all", "welcome/irs0", "act/irs0", "obs/irs01"),
+                           then=oversized)
 
     try:
         daemons = SyncDaemons(daemon_configs(bus.cfg, p1_bundle))
@@ -163,14 +156,7 @@ def test_sync_daemons_drop_and_count_junk(p1_bundle, tmp_path):
 def test_sync_daemons_with_curve_identity_binding(p1_bundle, tmp_path):
     """CURVE on the sync path: each daemon authenticates with its own key; a member claiming
     another agent's id is dropped at the hub and counted, and the run goes on."""
-    from controller.security import generate_curve_keys
-
-    keys = tmp_path / "keys"
-    for name in ("hub", *AGENTS):
-        generate_curve_keys(keys, name)
-    hub_side = BusConfig(pub_port=free_port(), sub_port=free_port(), curve_server_secret=str(keys / "hub.key_secret"),
-                         curve_server_public=str(keys / "hub.key"))
-    client = dataclasses.replace(hub_side, curve_server_secret="")
+    keys, hub_side, client = curve_buses(tmp_path / "keys", AGENTS)
     slots = 10
     server = server_for(hub_side, p1_bundle, tmp_path / "run.jsonl", slots, period_s=0.05, host_hub=True,
                         agent_keys={a: str(keys / f"{a}.key") for a in AGENTS})
@@ -180,12 +166,7 @@ def test_sync_daemons_with_curve_identity_binding(p1_bundle, tmp_path):
 
     async def impostor(server):
         rogue_cfg = dataclasses.replace(client, curve_client_secret=str(keys / "irs0.key_secret"))
-        while True:
-            try:
-                rogue = await connect(rogue_cfg, "rogue")
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
+        rogue = await connect_when_up(rogue_cfg, "rogue")
         try:
             while server.slot < slots - 3:
                 slot = server._open_slot
