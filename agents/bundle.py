@@ -43,7 +43,7 @@ import torch
 from agents.base import Actor
 from agents.runs import UMASK
 from agents.runtime import manifest as mf
-from agents.runtime.manifest import FORMAT_VERSION, MANIFEST, canonical_json, obs_dim_of  # noqa: F401 (re-exported)
+from agents.runtime.manifest import FORMAT_VERSION, MANIFEST, ManifestView, canonical_json, obs_dim_of  # noqa: F401 (re-exported)
 from twin import __version__ as RISTWIN_VERSION
 from twin.errors import BundleError
 
@@ -310,52 +310,15 @@ def reset_actor(actor: Actor) -> None:
         reset()
 
 
-class Bundle:
+class Bundle(ManifestView):
     """A loaded bundle: one eval-mode actor per role, decisions for any served agent id."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], actors: dict[str, Actor]) -> None:
-        self.path = path
-        self.manifest = manifest
+        super().__init__(path, manifest)
         self._actors = actors
-        self._role_of = {a: role for role, spec in manifest["roles"].items() for a in spec["agent_ids"]}
-        self._obs_dim = {a: obs_dim_of(manifest["roles"][r]["observation_spec"]) for a, r in self._role_of.items()}
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return tuple(self._actors)
-
-    @property
-    def agent_ids(self) -> tuple[str, ...]:
-        return tuple(sorted(self._role_of))
-
-    @property
-    def algorithm(self) -> str:
-        return self.manifest["algorithm"]
-
-    @property
-    def scenario_name(self) -> str:
-        return self.manifest["scenario"]["name"]
-
-    @property
-    def scenario_config(self) -> dict[str, Any]:
-        return self.manifest["scenario"]["config"]
-
-    @property
-    def content_hash(self) -> str:
-        return self.manifest["content_hash"]
-
-    def role_of(self, agent_id: str) -> str:
-        try:
-            return self._role_of[agent_id]
-        except KeyError:
-            raise BundleError(f"agent_id: {agent_id!r} is not served by this bundle; it serves {list(self.agent_ids)}") from None
 
     def actor_for(self, agent_id: str) -> Actor:
         return self._actors[self.role_of(agent_id)]
-
-    def obs_dim(self, agent_id: str) -> int:
-        self.role_of(agent_id)
-        return self._obs_dim[agent_id]
 
     def reset_state(self) -> None:
         """Start a new episode: actors that keep per-episode state (``reset_state()``) forget it."""

@@ -44,6 +44,7 @@ import numpy as np
 from agents.runtime.graph import Program
 from agents.runtime.manifest import (
     MANIFEST,
+    ManifestView,
     check_action,
     check_file,
     load_arrays,
@@ -72,34 +73,14 @@ class _NumpyRole:
         return self.program.run(obs, self.state)
 
 
-class RuntimeBundle:
+class RuntimeBundle(ManifestView):
     """A verified bundle served by numpy (torch only for roles that need it); see the module docstring."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], numpy_roles: dict[str, _NumpyRole],
                  torch_bundle: Any = None) -> None:
-        self.path = path
-        self.manifest = manifest
+        super().__init__(path, manifest)
         self._numpy = numpy_roles
         self._torch = torch_bundle
-        self._role_of = {a: role for role, spec in manifest["roles"].items() for a in spec["agent_ids"]}
-        self._obs_dim = {a: obs_dim_of(manifest["roles"][r]["observation_spec"]) for a, r in self._role_of.items()}
-
-    roles = property(lambda self: tuple(self.manifest["roles"]))
-    agent_ids = property(lambda self: tuple(sorted(self._role_of)))
-    algorithm = property(lambda self: self.manifest["algorithm"])
-    scenario_name = property(lambda self: self.manifest["scenario"]["name"])
-    scenario_config = property(lambda self: self.manifest["scenario"]["config"])
-    content_hash = property(lambda self: self.manifest["content_hash"])
-
-    def role_of(self, agent_id: str) -> str:
-        try:
-            return self._role_of[agent_id]
-        except KeyError:
-            raise BundleError(f"agent_id: {agent_id!r} is not served by this bundle; it serves {list(self.agent_ids)}") from None
-
-    def obs_dim(self, agent_id: str) -> int:
-        self.role_of(agent_id)
-        return self._obs_dim[agent_id]
 
     def backend(self, role: str) -> str:
         if role not in self.manifest["roles"]:

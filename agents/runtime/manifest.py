@@ -40,6 +40,34 @@ def obs_dim_of(spec: Mapping[str, Any]) -> int:
     return int(spec["shape"][0])
 
 
+class ManifestView:
+    """What a verified manifest says about its agents, shared by the torch bundle
+    (agents.bundle.Bundle) and the numpy runtime (agents.runtime.RuntimeBundle)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._role_of = {a: role for role, spec in manifest["roles"].items() for a in spec["agent_ids"]}
+        self._obs_dim = {a: obs_dim_of(manifest["roles"][r]["observation_spec"]) for a, r in self._role_of.items()}
+
+    roles = property(lambda self: tuple(self.manifest["roles"]))
+    agent_ids = property(lambda self: tuple(sorted(self._role_of)))
+    algorithm = property(lambda self: self.manifest["algorithm"])
+    scenario_name = property(lambda self: self.manifest["scenario"]["name"])
+    scenario_config = property(lambda self: self.manifest["scenario"]["config"])
+    content_hash = property(lambda self: self.manifest["content_hash"])
+
+    def role_of(self, agent_id: str) -> str:
+        try:
+            return self._role_of[agent_id]
+        except KeyError:
+            raise BundleError(f"agent_id: {agent_id!r} is not served by this bundle; it serves {list(self.agent_ids)}") from None
+
+    def obs_dim(self, agent_id: str) -> int:
+        self.role_of(agent_id)
+        return self._obs_dim[agent_id]
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of bundle directory ``path``, with its format, fields and content hash checked."""
     mpath = path / MANIFEST
