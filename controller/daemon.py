@@ -104,8 +104,7 @@ class AgentDaemon:
     def __init__(self, cfg: DaemonConfig, bundle: Any = None) -> None:
         self.cfg = cfg
         self.agent = cfg.agent
-        self.bundle = bundle if bundle is not None else load_agent_bundle(cfg.bundle)
-        self.bundle.role_of(cfg.agent)          # BundleError unless the bundle serves this agent
+        self._use_bundle(bundle if bundle is not None else load_agent_bundle(cfg.bundle))
         self.incarnation = uuid.uuid4().hex[:12]
         self.counters: Counter[str] = Counter()
         self.status = "ok"
@@ -125,8 +124,17 @@ class AgentDaemon:
         self._tasks: set[asyncio.Task] = set()
         self._signal: str | None = None
         self._sync: _SyncState | None = None     # set while run_sync runs
+        self._profile: _SteadyProfile | None = None
+        self._quiet_peers = False                # run_sync: peers' reports queue on a quiet socket
         if cfg.driver_url:
             self._open_driver()
+
+    def _use_bundle(self, bundle: Any) -> None:
+        bundle.role_of(self.agent)              # BundleError unless the bundle serves this agent
+        self.bundle = bundle
+        # looked up once per bundle, not per slot: the scenario's action -> SurfaceConfig mapping
+        self._to_config = CONFIG_FROM_ACTION.get(bundle.scenario_name)
+        self._scenario_config = bundle.scenario_config
 
     # ---- the board ------------------------------------------------------------------------
 
@@ -148,11 +156,11 @@ class AgentDaemon:
     def _apply(self, action: dict[str, np.ndarray], obs: np.ndarray | None = None) -> SurfaceConfig | None:
         """Latch the action's configuration (``twin.hil`` maps it per scenario; a scenario without
         surface agents, P2, has no mapping) and return what the board reports as applied."""
-        to_config = CONFIG_FROM_ACTION.get(self.bundle.scenario_name)
+        to_config = self._to_config
         if self.driver is None or to_config is None:
             return None
         try:
-            requested = to_config(action, obs, self.bundle.scenario_config, self.board_resolutions)
+            requested = to_config(action, obs, self._scenario_config, self.board_resolutions)
         except (ActionError, ConfigError):
             self.counters["unmappable_action"] += 1
             return None
@@ -222,9 +230,7 @@ class AgentDaemon:
                     task.add_done_callback(self._tasks.discard)
         elif msg.command == "reload":
             try:
-                bundle = load_agent_bundle(msg.arg or self.cfg.bundle)
-                bundle.role_of(self.agent)
-                self.bundle = bundle
+                self._use_bundle(load_agent_bundle(msg.arg or self.cfg.bundle))   # role_of checks it
             except BundleError:
                 self.counters["reload_failed"] += 1
 
@@ -301,7 +307,12 @@ class AgentDaemon:
                   "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
         return self._encode(m.Action(msg.slot, self.agent, action, applied, timing))
 
-    def _share_body(self, msg: m.Observation, obs: np.ndarray) -> bytes | None:
+    def _share_body(self, msg: m.Observation, obs: np.ndarray, received: bytes | None = None) -> bytes | None:
+        """This agent's local observation for its peers. When it is the observation as received
+        (no board report replaced an entry), the received bytes are that message already: they
+        decoded, validated, to exactly these fields, so they go out again without a re-encode."""
+        if received is not None and obs is msg.obs:
+            return received
         return self._encode(m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
 
     def _answered(self, msg: m.Observation) -> None:
@@ -309,7 +320,7 @@ class AgentDaemon:
         self.counters["answered"] += 1
         self._absorb_peers()
 
-    async def _answer(self, msg: m.Observation, cpu0: float) -> None:
+    async def _answer(self, msg: m.Observation, cpu0: float, received: bytes | None = None) -> None:
         decided = self._decide(msg)
         if decided is None:
             return
@@ -321,7 +332,7 @@ class AgentDaemon:
         # goes after the answer even with a serial board: sent before the exchange, the bus work
         # it causes (hub, broker, I/O threads) competed with the emulated boards for the cores and
         # made slots slower (docs/BENCHMARKS.md, control loop).
-        share_body = self._share_body(msg, decided[0])
+        share_body = self._share_body(msg, decided[0], received)
         await self._send(self._act_topic, act_body)
         await self._send(self._share_topic, share_body)   # after the answer: not on its path
         self._answered(msg)
@@ -355,7 +366,7 @@ class AgentDaemon:
             cpu0 = time.thread_time()
             msg = self._observation_for_me(payload)
             if msg is not None:
-                await self._answer(msg, cpu0)
+                await self._answer(msg, cpu0, payload)
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -434,12 +445,15 @@ class AgentDaemon:
         state = self._sync = _SyncState()
         restore = state.install_signals(self._on_signal)
         client: ZmqSyncClient | None = None
+        self._profile = _SteadyProfile.from_env(self.agent)
         try:
             client = self._connect_sync(state)
             if client is None:
                 return {"agent": self.agent, **self.counters}
             self._sync_loop(client, state)
         finally:
+            if self._profile is not None:
+                self._profile.finish(self.counters["answered"])
             if client is not None:
                 self._peer_raw.extend(client.drain_quiet())
             self._absorb_peers()
@@ -472,6 +486,7 @@ class AgentDaemon:
                     # Peers' reports are read after this daemon's answer: on their own socket they
                     # queue without waking this thread while the others are still answering.
                     client.subscribe_quiet(*topics)
+                self._quiet_peers = bool(topics)
                 return client
             except BusUnreachable:
                 client.close()
@@ -521,12 +536,14 @@ class AgentDaemon:
             serving = serving or self._welcomed.is_set()
             if newest is None or not serving or self._stop.is_set():
                 continue
+            if self._profile is not None:
+                self._profile.tick(self.counters["answered"])
             cpu0 = time.thread_time()
             msg = self._observation_for_me(newest)
             if msg is not None:
-                self._answer_now(client, msg, cpu0)
+                self._answer_now(client, msg, cpu0, newest)
 
-    def _answer_now(self, client, msg: m.Observation, cpu0: float) -> None:
+    def _answer_now(self, client, msg: m.Observation, cpu0: float, received: bytes | None = None) -> None:
         """:meth:`_answer` without the event loop: the same order of sends."""
         decided = self._decide(msg)
         if decided is None:
@@ -534,10 +551,11 @@ class AgentDaemon:
         if self.cfg.delay_s > 0:
             time.sleep(self.cfg.delay_s)
         act_body = self._apply_and_report(msg, decided, cpu0)
-        share_body = self._share_body(msg, decided[0])
+        share_body = self._share_body(msg, decided[0], received)
         self._send_now(client, self._act_topic, act_body)
         self._send_now(client, self._share_topic, share_body)
-        self._peer_raw.extend(client.drain_quiet())
+        if self._quiet_peers:
+            self._peer_raw.extend(client.drain_quiet())
         self._answered(msg)
 
     def _send_now(self, client, topic: str, body: bytes | None) -> None:
@@ -548,6 +566,52 @@ class AgentDaemon:
             client.publish(topic, body)
         except (TransportError, MessageError):
             self.counters["publish_failed"] += 1
+
+
+class _SteadyProfile:
+    """``RISTWIN_DAEMON_PROFILE=DIR``: cProfile and this thread's user / system CPU of the slot loop
+    from the ``RISTWIN_DAEMON_PROFILE_AFTER``-th answered slot (default 20) on, i.e. without the
+    start-up imports, the bundle load and the warm-up; written at exit to ``DIR/<agent>.prof``
+    and ``DIR/<agent>.json`` (slots, utime_s, stime_s). A debugging aid, off by default."""
+
+    def __init__(self, out_dir: str, agent: str) -> None:
+        self.out = out_dir
+        self.agent = agent
+        self.after = int(os.environ.get("RISTWIN_DAEMON_PROFILE_AFTER", "20"))
+        self.profiler = None
+        self.start: tuple[int, float, float] | None = None
+
+    @classmethod
+    def from_env(cls, agent: str) -> "_SteadyProfile | None":
+        out = os.environ.get("RISTWIN_DAEMON_PROFILE", "")
+        return cls(out, agent) if out else None
+
+    def tick(self, answered: int) -> None:
+        if self.start is None and answered >= self.after:
+            import cProfile
+            import resource
+
+            ru = resource.getrusage(resource.RUSAGE_THREAD)
+            self.start = (answered, ru.ru_utime, ru.ru_stime)
+            # this thread's CPU time, not the wall clock: a wall-clock profile of a process sharing
+            # 2 cores with five others charges its preemptions to whatever it was running
+            self.profiler = cProfile.Profile(time.thread_time_ns, 1e-9)
+            self.profiler.enable()
+
+    def finish(self, answered: int) -> None:
+        if self.start is None or self.profiler is None:
+            return
+        import json
+        import resource
+
+        self.profiler.disable()
+        ru = resource.getrusage(resource.RUSAGE_THREAD)
+        os.makedirs(self.out, exist_ok=True)
+        self.profiler.dump_stats(os.path.join(self.out, f"{self.agent}.prof"))
+        slots = answered - self.start[0]
+        with open(os.path.join(self.out, f"{self.agent}.json"), "w") as f:
+            json.dump({"slots": slots, "utime_s": ru.ru_utime - self.start[1],
+                       "stime_s": ru.ru_stime - self.start[2]}, f)
 
 
 class _SyncState:
