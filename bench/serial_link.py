@@ -14,6 +14,11 @@
    kernel's pty/tty work for the write and the wake-up (waiting itself excluded).
    "predicted ACKs" counts replies the driver matched byte for byte against the ACK it
    predicted (protocol doc, section 10); the rest were decoded.
+Placement: by default the emulator process and the driver thread share one CPU (the
+highest in this process's affinity set) for table 2; `--placement free` leaves them to the
+scheduler. On a VM whose idle vCPUs halt, each wake-up across CPUs (request to the emulator,
+ACK to the driver) costs tens of microseconds more than a switch on the same CPU, and free
+placement lands on either layout from run to run. The model (wire time, latch) is the same.
 "floor" is the same round trip with the emulator's wire model off (--no-wire): the cost of
 two processes, a pty and the scheduler on this machine, which adds to the wire time.
 4. The boards of the control loop (`bench/control_loop.py`, issue #9): four 10-element
@@ -46,6 +51,7 @@ BOARDS = [(256, 1), (1024, 1), (1024, 3)]
 BAUDS = [115200, 921600]
 ASCII_OK = 4  # "#OK\n"
 LATCH_US = 64  # OpenSourceRIS shift-and-latch time for 256 elements (derived in research/hardware.md)
+PLACEMENT = "same"  # --placement: emulator and driver on one CPU ("same") or wherever the OS puts them
 
 
 def ascii_bytes(n: int, bits: int) -> int:
@@ -81,7 +87,18 @@ def start_emulator(n, bits, baud, wire=True):
     return proc, proc.stdout.readline().strip()
 
 
+def one_cpu() -> set[int] | None:
+    """The CPU the emulator and the driver share (``--placement same``), or None."""
+    if PLACEMENT != "same" or not hasattr(os, "sched_setaffinity"):
+        return None
+    return {max(os.sched_getaffinity(0))}
+
+
 def round_trips(n, bits, baud, count, rng, wire=True):
+    cpu_set = one_cpu()
+    before = os.sched_getaffinity(0) if cpu_set else None
+    if cpu_set:  # the emulator process inherits this thread's affinity
+        os.sched_setaffinity(0, cpu_set)
     proc, path = start_emulator(n, bits, baud, wire)
     try:
         drv = SerialDriver(path, baud=baud, timeout_s=0.2)
@@ -103,6 +120,8 @@ def round_trips(n, bits, baud, count, rng, wire=True):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if before:
+            os.sched_setaffinity(0, before)
     return np.array(rtt) * 1e3, np.array(cpu) * 1e3, float(np.median(wires)) * 1e3, retries, predicted
 
 
@@ -217,13 +236,19 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=200, help="applies per board and baud")
     ap.add_argument("--slots", type=int, default=400, help="slots of the four-surface run (0 skips it)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--placement", choices=("same", "free"), default="same",
+                    help="same: pin the emulator process and the driver to one CPU for the round-trip "
+                         "table (a wake-up across CPUs costs ~0.1 ms per exchange on this VM); free: the OS places them")
     args = ap.parse_args()
+    global PLACEMENT
+    PLACEMENT = args.placement
     rng = np.random.default_rng(args.seed)
 
     print("Bytes on the wire per update")
     print("\n".join(wire_table()))
     print()
-    print(f"Verified apply round trip against the emulator ({args.count} applies each, random configs, 80 % ON)")
+    print(f"Verified apply round trip against the emulator ({args.count} applies each, random configs, 80 % ON, "
+          f"placement {PLACEMENT}{' on CPU ' + str(min(one_cpu())) if one_cpu() else ''})")
     print("| board | baud | wire ms | wire+latch ms | p50 ms | p99 ms | p50 / wire | floor p50 ms | thread CPU p50 ms | driver CPU ms | retries | predicted ACKs |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst_ratio, worst_cpu = 0.0, 0.0

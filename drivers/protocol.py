@@ -221,6 +221,7 @@ class StreamDecoder:
 # --------------------------------------------------------------------------- bit packing
 
 
+_packbits = np.packbits
 _SHIFTS = {b: np.arange(b, dtype=np.uint8) for b in range(1, MAX_PHASE_BITS + 1)}
 
 
@@ -274,6 +275,8 @@ def unpack_mask(data: bytes, n_elements: int) -> np.ndarray:
 
 def pack_image(config: SurfaceConfig) -> bytes:
     """Canonical image: packed phases then packed ON mask (readback CRCs are over this)."""
+    if config.bits == 1:  # the common PIN-diode board: both halves are one packbits each
+        return _packbits(config.phase_idx, bitorder="little").tobytes() + _packbits(config.on, bitorder="little").tobytes()
     return pack_phases(config.phase_idx, config.bits) + pack_mask(config.on)
 
 

@@ -20,6 +20,7 @@ import binascii
 import collections
 import functools
 import logging
+import math
 import os
 import select
 import socket
@@ -104,6 +105,7 @@ class SerialDriver(SurfaceDriver):
         self._port: serial.SerialBase | None = None
         self._fd: int | None = None
         self._sock: socket.socket | None = None
+        self._poll = None
         self._decoder = p.StreamDecoder()
         self._backlog: collections.deque = collections.deque()
         self._seq = int.from_bytes(os.urandom(2), "little")  # fresh start: no clash with a stale cache
@@ -170,12 +172,17 @@ class SerialDriver(SurfaceDriver):
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A POSIX serial port is read with select + os.read: no per-call polling overhead.
         self._fd = port.fileno() if isinstance(port, serial.Serial) and hasattr(port, "fd") else None
+        # A poll object registered once: no fd lists built and checked on every wait.
+        self._poll = None
+        if self._fd is not None or self._sock is not None:
+            self._poll = select.poll()
+            self._poll.register(self._fd if self._fd is not None else self._sock, select.POLLIN)
         self._port = port
         self._decoder.reset()
         self._backlog.clear()
 
     def _close_port(self) -> None:
-        self._fd = self._sock = None
+        self._fd = self._sock = self._poll = None
         if self._port is not None:
             try:
                 self._port.close()
@@ -235,13 +242,12 @@ class SerialDriver(SurfaceDriver):
                     raise serial.SerialTimeoutException("write timeout: the port accepts no more bytes")
 
     def _read_some(self, deadline: float) -> bytes:
-        """Bytes that arrive before ``deadline`` (b"" on timeout). One select + one read per
+        """Bytes that arrive before ``deadline`` (b"" on timeout). One poll + one read per
         burst on POSIX ports and sockets; pyserial's polling read elsewhere."""
-        if self._fd is not None or self._sock is not None:
+        if self._poll is not None:
             try:
-                target = self._fd if self._fd is not None else self._sock
-                ready, _, _ = select.select([target], [], [], max(0.0, deadline - time.monotonic()))
-                if not ready:
+                # poll() takes whole milliseconds: round up so the deadline is never cut short.
+                if not self._poll.poll(max(0, math.ceil((deadline - time.monotonic()) * 1000.0))):
                     return b""
                 data = os.read(self._fd, 65536) if self._fd is not None else self._sock.recv(65536)
             except (OSError, ValueError) as exc:  # EIO after an unplug on Linux, a closed fd
@@ -308,8 +314,8 @@ class SerialDriver(SurfaceDriver):
 
         Retransmissions carry the same seq and bytes, so a board that already acted on the
         request answers from its cache instead of acting twice. ``expect_body``: the ACK
-        body the driver predicts; its wire bytes are built while the request is on the
-        wire, and a reply equal to them byte for byte skips the decoder (any other reply,
+        body the driver predicts; its wire bytes are built before the request goes out,
+        and a reply equal to them byte for byte skips the decoder (any other reply,
         e.g. a different read-back CRC, takes the normal path).
         """
         if self._port is None:
@@ -321,7 +327,10 @@ class SerialDriver(SurfaceDriver):
         trace = _log.isEnabledFor(logging.DEBUG)
         self.stats["requests"] += 1
         problem = "no reply"
-        expect = None
+        # Built before the first write: work after the write would delay the reader's
+        # wake-up whenever the board end shares this CPU (an emulator), instead of
+        # overlapping the wire time.
+        expect = None if expect_body is None else p.encode(_T.ACK, seq, bytes((mtype,)) + expect_body)
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -330,8 +339,6 @@ class SerialDriver(SurfaceDriver):
             try:
                 self._send(wire)
                 deadline = time.monotonic() + wait
-                if expect_body is not None and expect is None:  # built while the bytes travel
-                    expect = p.encode(_T.ACK, seq, bytes((mtype,)) + expect_body)
                 kind, frame = self._await(seq, deadline, expect)
             except serial.SerialTimeoutException:
                 kind, frame = "timeout", None
