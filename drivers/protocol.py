@@ -394,8 +394,11 @@ def chunk_image(
         raise ValueError(f"image of {total} bytes exceeds MAX_IMAGE={MAX_IMAGE}")
     room = min(max_payload, MAX_PAYLOAD) - ConfigChunk.HEADER_SIZE - len(prefix)
     head, txn = ConfigChunk._ST.pack, txn & 0xFFFF  # = ConfigChunk(...).pack(), without the object
+    flags = Flag.MASK_ALL_ON if all_on else Flag.NONE
+    if total <= room:  # one chunk: the common case of every board up to 1024 x 7 bits
+        return [prefix + head(bits, n, txn, 0, total) + data], flags
     payloads = [prefix + head(bits, n, txn, off, total) + data[off : off + room] for off in range(0, max(total, 1), room)]
-    return payloads, (Flag.MASK_ALL_ON if all_on else Flag.NONE)
+    return payloads, flags
 
 
 @dataclass(frozen=True)

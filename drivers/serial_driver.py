@@ -314,8 +314,8 @@ class SerialDriver(SurfaceDriver):
 
         Retransmissions carry the same seq and bytes, so a board that already acted on the
         request answers from its cache instead of acting twice. ``expect_body``: the ACK
-        body the driver predicts; its wire bytes are built before the request goes out,
-        and a reply equal to them byte for byte skips the decoder (any other reply,
+        body the driver predicts; its wire bytes are built while the request is on the
+        wire, and a reply equal to them byte for byte skips the decoder (any other reply,
         e.g. a different read-back CRC, takes the normal path).
         """
         if self._port is None:
@@ -327,10 +327,7 @@ class SerialDriver(SurfaceDriver):
         trace = _log.isEnabledFor(logging.DEBUG)
         self.stats["requests"] += 1
         problem = "no reply"
-        # Built before the first write: work after the write would delay the reader's
-        # wake-up whenever the board end shares this CPU (an emulator), instead of
-        # overlapping the wire time.
-        expect = None if expect_body is None else p.encode(_T.ACK, seq, bytes((mtype,)) + expect_body)
+        expect = None
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -339,6 +336,8 @@ class SerialDriver(SurfaceDriver):
             try:
                 self._send(wire)
                 deadline = time.monotonic() + wait
+                if expect_body is not None and expect is None:  # built while the bytes travel
+                    expect = p.encode(_T.ACK, seq, bytes((mtype,)) + expect_body)
                 kind, frame = self._await(seq, deadline, expect)
             except serial.SerialTimeoutException:
                 kind, frame = "timeout", None
