@@ -50,6 +50,7 @@ def test_share_is_the_received_observation(p1_bundle, agent):
     d = daemon(p1_bundle, agent, SIM if agent != "bs0" else "")
     obs = np.random.default_rng(1).standard_normal(d.bundle.obs_dim(agent)).astype(np.float32)
     received, sent = one_slot(d, obs)
+    assert sent[f"share/{agent}"] is received          # the validated bytes, not a re-encode
     share = m.decode(sent[f"share/{agent}"])
     want = m.decode(received)
     assert isinstance(share, m.Observation) and share.agent == agent and share.slot == 3
