@@ -52,6 +52,9 @@ from twin.surface_config import SurfaceConfig
 _NONE = np.zeros(0, np.int64)  # "no mismatched element", shared by every verified apply
 _NONE.flags.writeable = False
 _LATCH_ACK = p.LatchAck._ST
+# LatchAck's fields as a plain named tuple: the apply path builds one per apply, and a frozen
+# dataclass costs ~3x as much to construct.
+_Latch = collections.namedtuple("_Latch", "latched latch_id readback_crc")
 _log = logging.getLogger("drivers.serial")  # DEBUG: every frame in hex, for bring-up of new firmware
 _KNOWN = {"baud", "timeout_ms", "retries", "reconnect_ms", "verify"}
 _T = p.MsgType
@@ -224,8 +227,21 @@ class SerialDriver(SurfaceDriver):
             except (serial.SerialException, OSError) as exc:
                 raise ConnectionError(str(exc)) from None
             return
-        view, deadline = memoryview(wire), None
+        try:  # the whole frame in one call, the normal case
+            n = os.write(self._fd, wire) if self._fd is not None else self._sock.send(wire)
+        except BlockingIOError:
+            n = 0
+        except (OSError, ValueError) as exc:  # EIO after an unplug, a closed fd or socket
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+        if n == len(wire):
+            return
+        # A partial write: wait for room, bounded by write_timeout, and send the rest.
+        view, deadline = memoryview(wire)[n:], time.monotonic() + self._port.write_timeout
+        target = self._fd if self._fd is not None else self._sock
         while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [target], [], left)[1]:
+                raise serial.SerialTimeoutException("write timeout: the port accepts no more bytes")
             try:
                 n = os.write(self._fd, view) if self._fd is not None else self._sock.send(view)
             except BlockingIOError:
@@ -233,13 +249,6 @@ class SerialDriver(SurfaceDriver):
             except (OSError, ValueError) as exc:  # EIO after an unplug, a closed fd or socket
                 raise ConnectionError(str(exc) or type(exc).__name__) from None
             view = view[n:]
-            if view:
-                if deadline is None:
-                    deadline = time.monotonic() + self._port.write_timeout
-                left = deadline - time.monotonic()
-                target = self._fd if self._fd is not None else self._sock
-                if left <= 0 or not select.select([], [target], [], left)[1]:
-                    raise serial.SerialTimeoutException("write timeout: the port accepts no more bytes")
 
     def _read_some(self, deadline: float) -> bytes:
         """Bytes that arrive before ``deadline`` (b"" on timeout). One poll + one read per
@@ -472,7 +481,7 @@ class SerialDriver(SurfaceDriver):
             applied, mism = config, _NONE  # the board's read-back of its drivers hashes to our image
         else:
             applied, mism = finish_apply(config, self._readback_or_report(config), "return")
-        self._last_apply = ApplyRecord(
+        self._last_apply = (  # an ApplyRecord's fields; last_apply builds it when asked
             mism.size == 0, mism, self.stats["retries"] - r0, time.perf_counter() - t0,
             time.thread_time() - c0,
         )
@@ -480,10 +489,17 @@ class SerialDriver(SurfaceDriver):
             raise ReadbackMismatch(config, applied, mism)
         return applied
 
+    @property
+    def last_apply(self) -> ApplyRecord:
+        record = self._last_apply
+        if type(record) is tuple:  # stored raw by apply(): no dataclass built per apply
+            record = self._last_apply = ApplyRecord(*record)
+        return record
+
     def _transfer(
         self, mtype: int, config: SurfaceConfig, prefix: bytes, image: bytes | None = None,
         image_crc: int | None = None,
-    ) -> p.LatchAck:
+    ) -> _Latch:
         """Send a whole image (chunked, staged, latched on the last chunk) and return its ACK.
 
         With ``image_crc`` and a known latch counter, each chunk's ACK is predicted (protocol
@@ -511,7 +527,9 @@ class SerialDriver(SurfaceDriver):
                     else:
                         expect = _LATCH_ACK.pack(1, (lid + 1) & 0xFFFFFFFF, image_crc)
                     body = self._request(mtype, payload, flags, expect_body=expect)
-                ack = p.LatchAck.unpack(body)
+                if len(body) != _LATCH_ACK.size:
+                    raise p.PayloadError(f"expected {_LATCH_ACK.size} bytes, got {len(body)}")
+                ack = _Latch._make(_LATCH_ACK.unpack(body))  # = p.LatchAck.unpack(body), cheaper
                 if ack.latched and mtype == _T.SET_CONFIG:
                     self._latch_id = ack.latch_id
                 return ack
@@ -533,7 +551,7 @@ class SerialDriver(SurfaceDriver):
                 return self._settle(config, known, f"{exc} (chunk {i + 1}/{len(payloads)})")
         return self._settle(config, known, f"{_T(mtype).name}: transfer restarted 3 times (board rebooting?)")
 
-    def _settle(self, config: SurfaceConfig, known: int | None, why: str) -> p.LatchAck:
+    def _settle(self, config: SurfaceConfig, known: int | None, why: str) -> _Latch:
         """After a failed transfer, find out from a readback whether the board latched.
 
         Latched (its latch counter moved, or it holds exactly the request): return an ACK
@@ -545,7 +563,7 @@ class SerialDriver(SurfaceDriver):
         except DriverError:
             raise ApplyError(f"{why}; the board's latched state is UNKNOWN (no readback possible)", config, None) from None
         if latched == config or (known is not None and self._latch_id != known):
-            return p.LatchAck(True, self._latch_id or 0, p.image_crc(latched))
+            return _Latch(True, self._latch_id or 0, p.image_crc(latched))
         raise ApplyError(
             f"{why}; readback shows the board does not hold the request (latch counter "
             f"{'unchanged' if known is not None else 'unknown after a reboot'}); .latched is what it holds",

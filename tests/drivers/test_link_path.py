@@ -176,3 +176,23 @@ def test_a_near_miss_of_the_predicted_ack_is_never_accepted(pos, flip):
     drv._read_some = reply
     assert drv.apply(config) == config
     assert drv.stats["retries"] == 1 and predicted_before_good == [0]  # the mangled copy was refused
+
+
+@pytest.mark.parametrize("cut", [-1, 1])
+def test_an_ack_body_of_the_wrong_length_is_an_apply_error_not_a_latch(cut):
+    """The apply path reads the SET_CONFIG ACK without LatchAck.unpack; it must still refuse
+    a body one byte short or long (valid CRC and seq) instead of reading it as latched."""
+    from drivers.base import ApplyError, BoardInfo
+
+    drv = SerialDriver("stub", timeout_s=0.01, retries=0)
+    drv.connected, drv._needs_handshake, drv._port = True, False, object()
+    drv._info = BoardInfo(12, (1,), 921600, "stub", p.PROTOCOL_VERSION)
+    drv._latch_id = 7
+    config = SurfaceConfig(1, np.arange(12) % 2, np.ones(12, bool))
+    drv._send = lambda wire: None
+    body = p.LatchAck(True, 8, p.image_crc(config)).pack()
+    body = body[:cut] if cut < 0 else body + b"\x00"
+    drv._read_some = lambda deadline: p.encode(p.MsgType.ACK, drv._seq, bytes([p.MsgType.SET_CONFIG]) + body)
+    with pytest.raises(ApplyError, match="malformed ACK"):
+        drv.apply(config)
+    assert drv._latch_id == 7  # nothing taken as latched
