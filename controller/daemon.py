@@ -241,6 +241,8 @@ class AgentDaemon:
             self._peer_raw.append((topic, payload))
 
     def _absorb_peers(self) -> None:
+        if not self._peer_raw:
+            return
         raw, self._peer_raw = self._peer_raw, []
         for topic, payload in raw:
             msg = m.decode_or_count(payload, self.counters)
