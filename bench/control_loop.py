@@ -11,7 +11,12 @@ With emulated boards the ratio column compares each slot's latency with the slow
 surface's driver apply time that slot (the serial exchange: wire time + board latch), i.e.
 how much the runtime adds on top of the serial link. "agents CPU" = the five daemons' thread
 CPU per slot (decode + decide + apply, summed), "server CPU" = the server's thread CPU per
-slot (encode, collect, validate, twin step): what the slot costs regardless of scheduling.
+slot (encode, collect, validate, twin step): what the slot costs regardless of scheduling;
+"window/after/loop" splits the server thread's CPU per slot (medians) at the last answer:
+inside the latency window (encode + publish the observations, forward the hub's traffic,
+decode and validate the answers), after it (twin step, run log, metrics), and between
+slots (the event loop's turn). ``--profile-steady DIR`` profiles the server's thread CPU over
+the measured slots only (and the daemons', through ``RISTWIN_DAEMON_PROFILE``).
 "proc CPU" = every thread of the processes (from /proc/<pid>/task/*/schedstat) per slot:
 the daemons, the server (with the hub's forwarder and ZeroMQ I/O threads), and the others
 (broker, board emulators); this is what the 2 cores must fit. "switches/slot" = context
@@ -118,7 +123,7 @@ def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
 
 
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
-               profile: Path | None = None, show_threads: bool = False) -> dict:
+               profile: Path | None = None, show_threads: bool = False, steady: Path | None = None) -> dict:
     from controller.deploy import load_deployment
     from controller.daemon import freeze_startup_objects
     from controller.runlog import read_runlog
@@ -165,8 +170,12 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         agent_procs = {}
         for a in agents:
             prof = ["-m", "cProfile", "-o", str(profile / f"{kind}-{driver}-{a}.prof")] if profile else []
+            env = dict(os.environ)
+            if steady is not None:
+                steady.mkdir(parents=True, exist_ok=True)
+                env["RISTWIN_DAEMON_PROFILE"] = str(steady / f"{kind}-{driver}")   # the daemons' own switch
             agent_procs[a] = subprocess.Popen([sys.executable, *prof, "-m", "controller", "agent", str(toml), "--id", a],
-                                              stdout=log, stderr=subprocess.STDOUT)
+                                              stdout=log, stderr=subprocess.STDOUT, env=env)
         procs += agent_procs.values()
         warm = min(20, slots // 10)
         groups = {"agents": [p.pid for p in agent_procs.values()], "server": [os.getpid()],
@@ -174,17 +183,40 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         cpu: dict[str, list[int]] = {}
         switches: dict[str, list[int]] = {}
         threads: dict[str, list[dict[str, int]]] = {}
+        steady_prof = []
+        split: list[tuple[float, float, float]] = []   # thread CPU at slot start, last answer, slot end
 
         class Server(TwinServer):
             # Sample every process's CPU after the warm-up slots and after the last slot.
             async def _run_slot(self, *args):
+                if steady is not None and self.slot in (warm, slots - 1):
+                    # --profile-steady: the server thread's CPU (not wall clock: this process shares
+                    # 2 cores with five others) over the measured slots only, without start-up
+                    import cProfile
+
+                    if self.slot == warm:
+                        steady_prof.append(cProfile.Profile(time.thread_time_ns, 1e-9))
+                        steady_prof[0].enable()
+                    else:
+                        steady_prof[0].disable()
+                        steady_prof[0].dump_stats(steady / f"{kind}-{driver}-server-steady.prof")
                 if self.slot in (warm, slots - 1):
                     for g, pids in groups.items():
                         cpu.setdefault(g, []).append(sum(proc_cpu_ns(p) for p in pids))
                         switches.setdefault(g, []).append(sum(proc_switches(p) for p in pids))
                     for name, pid in [("server", os.getpid())] + [(a, p.pid) for a, p in agent_procs.items()]:
                         threads.setdefault(name, []).append(thread_cpu_ns(pid))
-                return await super()._run_slot(*args)
+                c0 = time.thread_time()
+                obs = await super()._run_slot(*args)
+                split.append((c0, self._window_end, time.thread_time()))
+                return obs
+
+            async def _collect(self, *args):
+                got = await super()._collect(*args)
+                # the last answer is in (or the deadline passed); a tree before server_window_cpu_s:
+                # when _collect returns (its answers were all decoded on arrival)
+                self._window_end = getattr(self, "_all_in_cpu", None) or time.thread_time()
+                return got
 
         # as `ristwin twin-server` runs it (blocking_collect: nothing else runs in this loop); the
         # check lets the same script time a tree from before that option
@@ -226,9 +258,17 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
     agent_cpu = np.array([sum(r["agents"][a]["timing"]["cpu_s"] for a in agents) for r in records
                           if not r["missed"]]) * 1e3
     server_cpu = np.array([r["server_cpu_s"] for r in records]) * 1e3
+    # The server thread's CPU per slot split at the last answer: inside the latency window (encode,
+    # publish, hub forwarding, decode + validation of the answers) and after it (twin step, run
+    # log, metrics); "between" = from one slot's end to the next one's start (the event loop).
+    sp = np.array(split[min(20, slots // 10):]) * 1e3
+    win_cpu = float(np.median(sp[:, 1] - sp[:, 0])) if len(sp) else float("nan")
+    after_cpu = float(np.median(sp[:, 2] - sp[:, 1])) if len(sp) else float("nan")
+    between_cpu = float(np.median(sp[1:, 0] - sp[:-1, 2])) if len(sp) > 1 else float("nan")
     return {
         "transport": kind, "driver": driver, "slots": len(records),
         "agent_cpu": float(np.median(agent_cpu)), "server_cpu": float(np.median(server_cpu)),
+        "win_cpu": win_cpu, "after_cpu": after_cpu, "between_cpu": between_cpu,
         "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
         "slots_per_s": float(1.0 / np.mean(walls)) if len(walls) else float("nan"),
         "missed": sum(len(r["missed"]) for r in records),
@@ -325,6 +365,9 @@ def main() -> None:
                     help="kill -9 / cold restart a surface daemon this many times and time its rejoin (0: skip)")
     ap.add_argument("--threads", action="store_true", help="print each process's CPU per slot by thread (stderr)")
     ap.add_argument("--profile", type=Path, default=None, help="write cProfile stats of every process into DIR")
+    ap.add_argument("--profile-steady", type=Path, default=None,
+                    help="write cProfile stats (thread CPU) of the server over the measured slots only into DIR, "
+                         "and have the daemons do the same (RISTWIN_DAEMON_PROFILE)")
     args = ap.parse_args()
 
     import torch
@@ -337,16 +380,17 @@ def main() -> None:
         for kind in args.transports.split(","):
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
-                                       args.threads))
+                                       args.threads, args.profile_steady))
         rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
           f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
-          f"{'proc CPU ms: agents/server/others':>33s} {'switches/slot: agents/server/others':>35s}")
+          f"{'window/after/loop':>17s} {'proc CPU ms: agents/server/others':>33s} {'switches/slot: agents/server/others':>35s}")
     for r in rows:
         ratio = f"{r['ratio_p50']:.2f}" if r["ratio_p50"] is not None else "-"
         print(f"{r['transport']:9s} {r['driver']:6s} {r['slots']:5d} {r['p50']:7.2f} {r['p99']:7.2f} "
               f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s} "
               f"{r['agent_cpu']:13.2f} {r['server_cpu']:13.2f} "
+              f"{r['win_cpu']:>7.2f}/{r['after_cpu']:.2f}/{r['between_cpu']:.2f} "
               f"{r.get('proc_agents', float('nan')):>15.2f}/{r.get('proc_server', float('nan')):.2f}/"
               f"{r.get('proc_others', float('nan')):.2f} "
               f"{r.get('csw_agents', float('nan')):>17.1f}/{r.get('csw_server', float('nan')):.1f}/"

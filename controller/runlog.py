@@ -1,9 +1,15 @@
-"""The append-only run log: one JSON line per slot, flushed as it is written.
+"""The append-only run log: one JSON line per slot, written with one ``write`` as it is made.
 
 The first line is a ``start`` record (deployment, bundle hash, seed, agents); then exactly
 one ``slot`` record per slot (actions, the configurations the boards reported as applied,
 which agents missed, metrics); a ``stop`` record closes a clean run. Readers tolerate a
 torn last line (a crash mid-write), so a log is always readable up to the last full slot.
+
+Encoding: the C JSON encoder walks the record itself and calls :func:`_leaf` only for the
+values it cannot encode (numpy arrays and scalars, torch tensors, a ``SurfaceConfig``), so a
+slot record costs one pass instead of a Python walk over every dict and list. A record with a
+non-finite float anywhere takes the old recursive :func:`_jsonable` walk, so every line is
+byte-for-byte what that walk gave (a non-finite Python float as the string ``"nan"``).
 """
 
 from __future__ import annotations
@@ -34,21 +40,55 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _leaf(value: Any) -> Any:
+    """What the encoder cannot write itself, as :func:`_jsonable` turns it into JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "tolist"):  # numpy arrays, torch tensors
+        return value.tolist()
+    raise TypeError(f"run log: a {type(value).__name__} cannot be written as JSON")
+
+
+_FAST = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False, default=_leaf)
+_SLOW = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One run-log line (UTF-8, with its newline)."""
+    try:
+        text = _FAST.encode(record)
+    except (ValueError, TypeError):
+        # a non-finite float (or a key / value the encoder refuses): the recursive walk
+        text = _SLOW.encode(_jsonable(record))
+    return (text + "\n").encode("utf-8")
+
+
 class RunLog:
-    """Append JSON records to ``path`` (created with its parent directory)."""
+    """Append JSON records to ``path`` (created with its parent directory).
+
+    Each record is one ``write`` on an ``O_APPEND`` descriptor (no buffer to flush): a line
+    never sits in memory, and another writer appending to the same file cannot land inside it.
+    A crash loses at most the slot in flight (a torn last line, which readers skip)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(_jsonable(record), separators=(",", ":")) + "\n")
-        self._fh.flush()  # one slot never sits in a buffer: a crash loses at most the slot in flight
+        if self._fd is None:
+            raise ValueError(f"run log {self.path}: append after close")
+        line = encode_record(record)
+        written = os.write(self._fd, line)
+        while written < len(line):   # a short write (a full disk, a signal): finish the line
+            written += os.write(self._fd, line[written:])
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "RunLog":
         return self

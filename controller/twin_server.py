@@ -127,6 +127,9 @@ def _neutral_action(space: Any) -> Any:
     raise ConfigError(f"action space {space}: no neutral action for a silent agent")
 
 
+MAX_PENDING_PER_AGENT = 4   # parked answers per agent and slot; more is a flood (counted as duplicates)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
@@ -164,8 +167,12 @@ class TwinServer:
         self.hub = None
         self._agent_set = frozenset(cfg.agents)
         self._open_slot = -1                       # the slot whose answers are being collected
-        self._got: dict[str, m.Action] = {}
+        self._got: dict[str, m.Action] = {}      # validated answers of the open slot
+        self._pending: dict[str, list[bytes | m.Action]] = {}   # parked answers, validated by _settle
+        self._answered: set[str] = set()           # agents with a parked or validated answer
+        self._act_topic = {a: f"act/{a}" for a in cfg.agents}
         self._all_in_at: float | None = None
+        self._all_in_cpu: float | None = None
         self._all_in: asyncio.Future | None = None
         self._blocking_wait = None                 # HubTransport.wait when cfg.blocking_collect applies
         self._fanout = tuple(cfg.agents)           # order the observations go out in (see _run_slot)
@@ -239,8 +246,25 @@ class TwinServer:
         return _batched_action(msg.agent, msg.action, self.env.action_spaces[msg.agent])
 
     def _on_action(self, topic: str, payload: bytes) -> None:
-        """Every ``act/`` message, validated as it arrives (no task wakeup per answer); the
-        moment the last expected answer of the open slot arrives is the slot's latency."""
+        """Every ``act/`` message as it arrives (no task wakeup per answer). An answer to the open
+        slot, from the agent its topic names and laid out as the daemons encode it, is only
+        *peeked at* here (slot and agent, :func:`messages.peek_action`) and parked: the whole
+        message is decoded and validated once every agent has answered (:meth:`_settle`), after
+        the latency window, so the server's decoding no longer competes with the agents that are
+        still deciding. Anything else is decoded at once, as before. The moment the last
+        expected answer arrives is the slot's latency."""
+        peek = m.peek_action(payload)
+        if peek is not None:
+            slot, agent = peek
+            if slot == self._open_slot and agent in self._agent_set and topic == self._act_topic[agent]:
+                if agent not in self._got:
+                    pending = self._pending.setdefault(agent, [])
+                    pending.append(payload)
+                    if len(pending) >= MAX_PENDING_PER_AGENT:
+                        self._settle_agent(agent)   # a flood: validate now, never hold more than a few
+                    if agent in self._got or agent in self._pending:
+                        self._answered_one(agent)
+                    return
         msg = m.decode_or_count(payload, self.counters)
         if msg is None:
             return
@@ -256,26 +280,64 @@ class TwinServer:
         if msg.agent in self._got:
             self.counters["duplicate"] += 1
             return
-        self._got[msg.agent] = msg
-        if len(self._got) == len(self._agent_set):
+        self._pending.setdefault(msg.agent, []).append(msg)   # decoded already; kept in arrival order
+        self._answered_one(msg.agent)
+
+    def _answered_one(self, agent: str) -> None:
+        self._answered.add(agent)
+        if self._all_in_at is None and len(self._answered) == len(self._agent_set):
             self._all_in_at = time.time()
+            self._all_in_cpu = time.thread_time()   # the server's CPU inside the latency window ends here
             if self._all_in is not None and not self._all_in.done():
                 self._all_in.set_result(None)
+
+    def _settle(self) -> bool:
+        """Decode and validate the parked answers, in arrival order: each agent's first valid
+        one counts, a later valid one is a duplicate, an invalid one is dropped and counted as
+        malformed (as it would have been on arrival). True if every agent has a valid answer."""
+        for agent in list(self._pending):
+            self._settle_agent(agent)
+        if len(self._got) == len(self._agent_set):
+            return True
+        self._answered = set(self._got)   # an answer failed validation: wait for that agent again
+        self._all_in_at = None
+        return False
+
+    def _settle_agent(self, agent: str) -> None:
+        for item in self._pending.pop(agent, ()):
+            msg = item if isinstance(item, m.Action) else m.decode_or_count(item, self.counters)
+            if msg is None:
+                continue
+            if not isinstance(msg, m.Action) or msg.agent != agent or msg.slot != self._open_slot:
+                self.counters["unexpected"] += 1   # cannot happen for the bytes peek_action read
+                continue
+            if agent in self._got:
+                self.counters["duplicate"] += 1
+                continue
+            self._got[agent] = msg
+        if agent not in self._got:
+            self._answered.discard(agent)
 
     async def _collect(self, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
         """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline."""
         wait = self._blocking_wait
+        while True:
+            if wait is not None:
+                # The hub's own transport forwards and dispatches in this thread (HubTransport.wait).
+                while self._all_in_at is None and (left := deadline - time.time()) > 0:
+                    wait(left)
+            elif self._all_in_at is None:
+                try:
+                    await asyncio.wait_for(self._all_in, max(0.0, deadline - time.time()))
+                except asyncio.TimeoutError:
+                    pass
+            if self._settle() or time.time() >= deadline:
+                break
+            if wait is None:
+                self._all_in = asyncio.get_running_loop().create_future()
+        self._open_slot = -1         # from here on, an answer to this slot is late
         if wait is not None:
-            # The hub's own transport forwards and dispatches in this thread (HubTransport.wait).
-            while self._all_in_at is None and (left := deadline - time.time()) > 0:
-                wait(left)
             await asyncio.sleep(0)   # one loop turn per slot: tasks (a welcome, a stop) still run
-        elif self._all_in_at is None:
-            try:
-                await asyncio.wait_for(self._all_in, max(0.0, deadline - time.time()))
-            except asyncio.TimeoutError:
-                pass
-        self._open_slot = -1
         return self._got, self._all_in_at
 
     async def _run_slot(self, obs: dict[str, torch.Tensor], log: RunLog) -> dict[str, torch.Tensor]:
@@ -283,7 +345,8 @@ class TwinServer:
         t0 = time.time()
         cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
-        self._open_slot, self._got, self._all_in_at = slot, {}, None
+        self._open_slot, self._got, self._all_in_at, self._all_in_cpu = slot, {}, None, None
+        self._pending, self._answered = {}, set()
         self._all_in = None if self._blocking_wait else asyncio.get_running_loop().create_future()
         # Each observation goes out as soon as it is encoded, longest job first (``_fanout``): the
         # agent with the most to do starts ~10 us per agent earlier than if all were encoded
@@ -358,6 +421,8 @@ class TwinServer:
             "type": "slot", "slot": slot, "t": t0,
             "latency_s": None if all_in_at is None else all_in_at - t0,
             "server_cpu_s": time.thread_time() - cpu0,   # encode, collect, validate, twin step
+            # of which inside the latency window (encode, publish, hub forwarding, until the last answer)
+            "server_window_cpu_s": None if self._all_in_cpu is None else self._all_in_cpu - cpu0,
             "missed": sorted(a for a, e in entries.items() if "fallback" in e),
             "reward": float(result.rewards[self.env.agent_ids[0]][0]),
             "rewards": {a: float(r[0]) for a, r in result.rewards.items()},

@@ -30,7 +30,13 @@ class BusUnreachable(TransportError):
     """No hub / broker answered in time (it may not be up yet): worth retrying, unlike bad keys."""
 
 
+_VALID_TOPICS: set[str] = set()   # whole topics that passed the check below (a run has a few dozen)
+_VALID_TOPICS_MAX = 4096
+
+
 def validate_topic(topic: str, *, prefix: bool = False) -> str:
+    if type(topic) is str and topic in _VALID_TOPICS:
+        return topic   # a whole topic that passed is also a valid prefix
     if not isinstance(topic, str) or len(topic) > 200:
         raise TransportError(f"topic: {topic!r} must be a string of at most 200 characters")
     if prefix and topic == "":
@@ -41,6 +47,8 @@ def validate_topic(topic: str, *, prefix: bool = False) -> str:
         raise TransportError(
             f"topic: {topic!r} must be '/'-separated levels of letters, digits, '_', '.', '-'"
         )
+    if body is topic and type(topic) is str and len(_VALID_TOPICS) < _VALID_TOPICS_MAX:
+        _VALID_TOPICS.add(topic)
     return topic
 
 

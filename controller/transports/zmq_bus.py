@@ -41,8 +41,21 @@ from controller.security import check_bus_security, load_curve_keypair, load_cur
 from controller.transports import BusConfig, BusUnreachable, Transport, validate_topic
 
 PROBE = "_probe"
-HUB_MAX_FRAME = 4 * MAX_MESSAGE_BYTES
-_SEND_MORE = zmq.NOBLOCK | zmq.SNDMORE   # hub hard limit; clients drop anything over MAX_MESSAGE_BYTES
+HUB_MAX_FRAME = 4 * MAX_MESSAGE_BYTES    # hub hard limit; clients drop anything over MAX_MESSAGE_BYTES
+# Flags as plain ints: pyzmq's enum flags make every ``&`` / ``|`` a Python enum operation.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
+
+
+def recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """One queued message's frames (what ``recv_multipart(NOBLOCK)`` returns, with integer flags)."""
+    frames = [sock.recv(_NOBLOCK)]
+    while sock.getsockopt(_RCVMORE):
+        frames.append(sock.recv(_NOBLOCK))
+    return frames
 
 
 HUB_USER = "@hub"         # User-Id of the hub's own key (the twin server)
@@ -245,27 +258,53 @@ class ZmqHub:
         self.impostors[user] += 1
         return False
 
-    def pump(self, deliver) -> None:
+    def pump(self, deliver, wanted: tuple[bytes, ...] | None = None) -> None:
         """Not threaded: forward everything queued now, as the proxy thread would (subscriptions
         upstream, publishes downstream, identity-checked when agent ids are bound to keys), and
-        hand each forwarded publish's frames to ``deliver`` (the owner's own subscriptions)."""
+        hand each forwarded publish to ``deliver(topic bytes, payload bytes)``: the owner's own
+        subscriptions. With ``wanted``, only publishes whose topic starts with one of those
+        prefixes are handed on (the rest is forwarded as raw frames, never copied or parsed);
+        a publish of other than two frames is forwarded but never handed on.
+
+        The slot path: per message two receives and two sends of frames, the frame's own
+        ``more`` flag instead of a ZMQ_RCVMORE query, plain integer flags (pyzmq's enum flags
+        cost a Python enum operation each), no ``*_multipart`` list building."""
         front, back = self.front, self.back
         checked = bool(self.agent_keys)
         try:
             while True:
                 busy = False
-                while back.getsockopt(zmq.EVENTS) & zmq.POLLIN:   # (un)subscriptions: keep XPUB's queue empty
-                    front.send_multipart(back.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
+                while back.getsockopt(_EVENTS) & _POLLIN:   # (un)subscriptions: keep XPUB's queue empty
+                    front.send_multipart(back.recv_multipart(_NOBLOCK, copy=False), copy=False)
                     busy = True
-                while front.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    frames = front.recv_multipart(zmq.NOBLOCK, copy=False)
+                while front.getsockopt(_EVENTS) & _POLLIN:
                     busy = True
+                    head = front.recv(_NOBLOCK, copy=False)
+                    if not head.more:                    # a lone frame: forward it, nobody here reads it
+                        if checked:
+                            self._forward_checked([head], back)
+                        else:
+                            back.send(head, _NOBLOCK, copy=False)
+                        continue
+                    body = front.recv(_NOBLOCK, copy=False)
+                    if body.more:                        # three or more frames: the generic way
+                        frames = [head, body]
+                        while frames[-1].more:
+                            frames.append(front.recv(_NOBLOCK, copy=False))
+                        if not checked:
+                            back.send_multipart(frames, copy=False)
+                        else:
+                            self._forward_checked(frames, back)
+                        continue
                     if checked:
-                        if not self._forward_checked(frames, back):
+                        if not self._forward_checked([head, body], back):
                             continue
                     else:
-                        back.send_multipart(frames, copy=False)
-                    deliver(frames)
+                        back.send(head, _SEND_MORE, copy=False)
+                        back.send(body, _NOBLOCK, copy=False)
+                    topic = head.bytes
+                    if wanted is None or topic.startswith(wanted):
+                        deliver(topic, body.bytes)
                 if not busy:
                     return
         except zmq.Again:
@@ -376,11 +415,11 @@ class ZmqTransport(Transport):
             # Ask ZMQ_EVENTS before each receive instead of receiving until zmq.Again: raising
             # and catching Again costs far more than the receive itself (tens of us in pyzmq),
             # and reading ZMQ_EVENTS is also what re-arms the edge-triggered ZMQ_FD.
-            while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while sub.getsockopt(_EVENTS) & _POLLIN:
                 if len(batch) >= 256:
                     self._schedule_drain()   # more is waiting: let other callbacks run first
                     break
-                batch.append(sub.recv_multipart(zmq.NOBLOCK))
+                batch.append(recv_frames(sub))
         except zmq.Again:
             pass
         except zmq.ZMQError:
@@ -408,7 +447,7 @@ class ZmqTransport(Transport):
         try:
             # What send_multipart does, minus its per-call list walk and frame type checks.
             self._pub.send(topic, _SEND_MORE)
-            self._pub.send(payload, zmq.NOBLOCK)
+            self._pub.send(payload, _NOBLOCK)
         except zmq.Again:
             self.stats.dropped_disconnected += 1
             return
@@ -517,20 +556,17 @@ class HubTransport(Transport):
     def pump(self) -> None:
         self._pump_scheduled = False
         if not self._closed:
-            self.hub.pump(self._deliver)
+            # only what a subscription here may match is copied out (share/, a client's probe,
+            # ...: forwarded as frames only)
+            self.hub.pump(self._deliver, self._families)
 
-    def _deliver(self, frames: list) -> None:
-        if len(frames) != 2:
-            return
-        raw = frames[0].bytes
-        if not raw.startswith(self._families):
-            return   # nobody here listens (share/, a client's probe, ...): forwarded only
+    def _deliver(self, raw: bytes, payload: bytes) -> None:
         try:
             topic = raw.decode("ascii")
         except UnicodeDecodeError:
             self.stats.dropped_malformed += 1
             return
-        self._dispatch(topic, frames[1].bytes)
+        self._dispatch(topic, payload)
 
     def wait(self, timeout: float) -> None:
         """Forward and dispatch what is queued; only if that delivered nothing here, block up to
@@ -556,7 +592,7 @@ class HubTransport(Transport):
         back = self.hub.back
         try:
             back.send(topic.encode("ascii"), _SEND_MORE)
-            back.send(payload, zmq.NOBLOCK)
+            back.send(payload, _NOBLOCK)
         except zmq.Again:
             self.stats.dropped_disconnected += 1
             return

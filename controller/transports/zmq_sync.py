@@ -21,9 +21,11 @@ from twin.errors import TransportError
 
 from controller.messages import MAX_MESSAGE_BYTES
 from controller.transports import BusConfig, BusUnreachable, TransportStats, topic_matches, validate_topic
-from controller.transports.zmq_bus import PROBE, client_endpoints, secure_client_socket
+from controller.transports.zmq_bus import (
+    _EVENTS, _NOBLOCK, _POLLIN, _SEND_MORE, PROBE, client_endpoints, recv_frames, secure_client_socket,
+)
 
-_SEND_MORE = zmq.NOBLOCK | zmq.SNDMORE
+_PROBE_PREFIX = PROBE.encode() + b"/"
 
 
 class ZmqSyncClient:
@@ -145,7 +147,7 @@ class ZmqSyncClient:
             raise TransportError("transport: publish on a closed ZeroMQ client")
         try:
             self._pub.send(topic.encode("ascii"), _SEND_MORE)
-            self._pub.send(payload, zmq.NOBLOCK)
+            self._pub.send(payload, _NOBLOCK)
         except zmq.Again:
             self.stats.dropped_disconnected += 1
             return
@@ -153,7 +155,7 @@ class ZmqSyncClient:
 
     def readable(self) -> bool:
         """A message is queued (reading ZMQ_EVENTS also re-arms the edge-triggered ZMQ_FD)."""
-        return bool(self._pending) or bool(self._sub.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        return bool(self._pending) or bool(self._sub.getsockopt(_EVENTS) & _POLLIN)
 
     def wait(self, timeout: float) -> bool:
         """Block until a message is queued, a watched fd is readable, or ``timeout`` seconds
@@ -189,13 +191,13 @@ class ZmqSyncClient:
         seen = False
         try:
             # ZMQ_EVENTS before each receive: cheaper than raising zmq.Again (see zmq_bus._drain).
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+            while sock.getsockopt(_EVENTS) & _POLLIN:
+                frames = recv_frames(sock)
                 if len(frames) != 2:
                     self.stats.dropped_malformed += 1
                     continue
                 raw_topic, payload = frames
-                if raw_topic.startswith(PROBE.encode() + b"/"):
+                if raw_topic.startswith(_PROBE_PREFIX):
                     seen = seen or raw_topic == probe
                     continue
                 try:

@@ -205,3 +205,75 @@ def test_encode_from_many_threads_keeps_messages_apart():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(slot=slots, agent=agent_ids, obs=arrays(max_dims=2), deadline=st.floats(width=64), sent=finite)
+def test_observation_bytes_are_the_packed_map(slot, agent, obs, deadline, sent):
+    """Observations are assembled from pieces cached per (agent, dtype, shape): the bytes must
+    be exactly msgpack's packing of the message's map, the first time and once cached."""
+    msg = m.Observation(slot, agent, obs, deadline, sent)
+    for _ in range(2):
+        assert m.encode(msg) == m._encode_map("obs", msg)
+
+
+@settings(max_examples=80, deadline=None)
+@given(slot=slots, agent=agent_ids, action=st.dictionaries(agent_ids, arrays(), max_size=3),
+       applied=st.none() | surface_configs())
+def test_peek_action_reads_slot_and_agent_of_what_encode_writes(slot, agent, action, applied):
+    data = m.encode(m.Action(slot, agent, action, applied, {"decide_s": 1e-4}))
+    assert m.peek_action(data) == (slot, agent)
+    long_id = agent + "x" * 40                       # str 8 instead of fixstr
+    assert m.peek_action(m.encode(m.Action(slot, long_id, action, applied))) == (slot, long_id)
+
+
+def test_peek_action_is_none_for_other_layouts():
+    obs = m.encode(m.Observation(3, "irs0", np.zeros(2, np.float32), 1.0))
+    act = m.encode(m.Action(3, "irs0", {}, None))
+    body = msgpack.unpackb(act, raw=False)
+    reordered = msgpack.packb({"agent": "irs0", **body}, use_bin_type=True)   # same content, other order
+    assert m.decode(reordered).agent == "irs0"
+    for data in (obs, reordered, b"", act[:20], act[:len(m._ACT_HEAD) + 3], bytearray(act),
+                 m.encode(m.Heartbeat("irs0", 1, 0.0))):
+        assert m.peek_action(data) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=3))
+def test_fuzz_peek_never_raises_and_agrees_with_decode(cut, flips):
+    data = bytearray(_valid_action_bytes())
+    for pos, val in flips:
+        if pos < len(data):
+            data[pos] = val
+    data = bytes(data[:cut] if cut < len(data) else data)
+    peek = m.peek_action(data)
+    try:
+        msg = m.decode(data)
+    except MessageError:
+        return
+    if peek is not None and isinstance(msg, m.Action):
+        assert peek == (msg.slot, msg.agent)   # whenever both read it, they read the same
+
+
+def test_array_fast_path_only_takes_exact_canonical_bytes():
+    """A decoded array's (dtype, shape) header is remembered; later payloads with exactly that
+    header parse without the full check, anything else still gets it."""
+    arr = np.arange(6, dtype=np.int16).reshape(2, 3)
+    data = m.encode(m.Action(1, "irs0", {"a": arr}, None))
+    for _ in range(2):                                     # full check, then the remembered header
+        out = m.decode(data).action["a"]
+        assert out.dtype == np.int16 and out.shape == (2, 3) and np.array_equal(out, arr)
+        assert out.flags.writeable
+    # the same array with its shape packed non-canonically (uint16 instead of fixint): full check
+    odd = msgpack.ExtType(m.ARRAY_EXT, b"\x93\xa3<i2\x92\xcd\x00\x02\xcd\x00\x03\xc4\x0c" + arr.tobytes())
+    payload = msgpack.packb({"v": 1, "type": "act", "slot": 1, "agent": "irs0", "action": {"a": odd},
+                             "applied": None, "timing": {}}, use_bin_type=True)
+    assert np.array_equal(m.decode(payload).action["a"], arr)
+    # a remembered header with one byte too few or too many of data is refused, not mis-read
+    good = m._pack_array(arr).data
+    for bad in (good[:-1], good + b"\0"):
+        payload = msgpack.packb({"v": 1, "type": "act", "slot": 1, "agent": "irs0",
+                                 "action": {"a": msgpack.ExtType(m.ARRAY_EXT, bad)}, "applied": None,
+                                 "timing": {}}, use_bin_type=True)
+        with pytest.raises(MessageError, match="do not match|undecodable"):
+            m.decode(payload)
