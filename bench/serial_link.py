@@ -15,7 +15,7 @@
    "predicted ACKs" counts replies the driver matched byte for byte against the ACK it
    predicted (protocol doc, section 10); the rest were decoded.
 Placement: by default the emulator process and the driver thread share one CPU (the one
-least busy when each emulator starts) for table 2; `--placement free` leaves them to the
+least busy once each emulator is up) for table 2; `--placement free` leaves them to the
 scheduler. On a VM whose idle vCPUs halt, each wake-up across CPUs (request to the emulator,
 ACK to the driver) costs tens of microseconds more than a switch on the same CPU, and free
 placement lands on either layout from run to run. The model (wire time, latch) is the same.
@@ -102,23 +102,32 @@ def cpu_busy() -> dict[int, int]:
 
 def one_cpu() -> set[int] | None:
     """The CPU the emulator and the driver share (``--placement same``), or None: of the CPUs
-    this process may use, the one least busy over the last 0.2 s (others' load avoided)."""
-    if PLACEMENT != "same" or not hasattr(os, "sched_setaffinity"):
+    this process may use, the one least busy over the next 0.1 s (others' load avoided)."""
+    if PLACEMENT != "same" or not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
     b0 = cpu_busy()
-    time.sleep(0.2)
+    time.sleep(0.1)
     b1 = cpu_busy()
     return {min(allowed, key=lambda c: (b1.get(c, 0) - b0.get(c, 0), -c))}
 
 
-def round_trips(n, bits, baud, count, rng, wire=True):
+def pin_together(pid: int) -> set[int] | None:
+    """--placement same: move the emulator process (every thread) and this thread onto one
+    CPU, chosen once the emulator is up (just before the measured applies)."""
     cpu_set = one_cpu()
-    before = os.sched_getaffinity(0) if cpu_set else None
-    if cpu_set:  # the emulator process inherits this thread's affinity
+    if cpu_set:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), cpu_set)
         os.sched_setaffinity(0, cpu_set)
+    return cpu_set
+
+
+def round_trips(n, bits, baud, count, rng, wire=True):
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     proc, path = start_emulator(n, bits, baud, wire)
     try:
+        pin_together(proc.pid)
         drv = SerialDriver(path, baud=baud, timeout_s=0.2)
         drv.connect()
         rtt, cpu, wires = [], [], []
@@ -138,7 +147,7 @@ def round_trips(n, bits, baud, count, rng, wire=True):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        if before:
+        if before is not None:
             os.sched_setaffinity(0, before)
     return np.array(rtt) * 1e3, np.array(cpu) * 1e3, float(np.median(wires)) * 1e3, retries, predicted
 
@@ -266,7 +275,7 @@ def main() -> None:
     print("\n".join(wire_table()))
     print()
     print(f"Verified apply round trip against the emulator ({args.count} applies each, random configs, 80 % ON, "
-          f"placement {PLACEMENT}{': one CPU, the least busy at each start' if PLACEMENT == 'same' else ''})")
+          f"placement {PLACEMENT}{': one CPU, the least busy once the emulator is up' if PLACEMENT == 'same' else ''})")
     print("| board | baud | wire ms | wire+latch ms | p50 ms | p99 ms | p50 / wire | floor p50 ms | thread CPU p50 ms | driver CPU ms | retries | predicted ACKs |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst_ratio, worst_cpu = 0.0, 0.0
