@@ -173,7 +173,7 @@ class SerialDriver(SurfaceDriver):
         self._sock = sock if isinstance(sock, socket.socket) else None
         if self._sock is not None:  # TCP bridge: do not let Nagle hold small frames
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A POSIX serial port is read with select + os.read: no per-call polling overhead.
+        # A POSIX serial port is read with poll + os.read: no per-call polling overhead.
         self._fd = port.fileno() if isinstance(port, serial.Serial) and hasattr(port, "fd") else None
         # A poll object registered once: no fd lists built and checked on every wait.
         self._poll = None
