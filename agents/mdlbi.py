@@ -92,6 +92,10 @@ class MDLBIConfig:
     reg_range: float = 3.0                # open ("local" head): regularisation 10^(reg_range r) / SNR_ref, r in [-1, 1]
     align_iters: int = 3                  # open ("local" head): phase-alignment / MRT alternations for the claimed IRS
     gain_features: bool = False           # open: append own users' log link gains to the actor's and critic's input
+    claim_head: str = "free"              # "free": the L claim scores are MLP outputs (paper); "gain" (project
+                                          # option, needs precoder_head=local): claim iff the IRS's value from
+                                          # the BS's own CSI (claim_value) exceeds a learned threshold
+    claim_range: float = 16.0             # open ("gain" claims): threshold tau = claim_range (u + 1) / 2 bit/s/Hz
 
 
 def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -194,7 +198,54 @@ def gain_features(x: torch.Tensor, groups: int, obs_dim: int, n_users: int, n_ir
     return torch.cat([x, torch.cat([fd, fh.reshape(B, groups, L * K)], -1).reshape(B, -1)], -1)
 
 
+def claim_value(obs: torch.Tensor, *, n_users: int, n_irs: int, n_antennas: int, n_elements: int,
+                refl_scale: float) -> torch.Tensor:
+    """The "gain" claim head's value of each IRS for one BS, from its OWN observation (B, obs_dim)
+    -> v (B, L) float64, in bit/s/Hz: for the own user the "local" head would co-phase on IRS l
+    (strongest IRS-user link), v_l = 2 log2(1 + A / ||d||), A = refl_scale sum_n |h_IU,l,n|
+    ||H_BI,l,n,:|| (the co-phased reflected amplitude, an upper bound) and d the user's direct
+    channel: the rate that user gains with the IRS at high SNR. 0 without own users.
+    ``agents.runtime.p2_claims.claim_value`` is the numpy twin."""
+    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
+    x = obs.to(torch.float64)
+    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
+    p = torch.split(x[:, :sum(sizes)], sizes, dim=1)
+    d = torch.complex(p[0], p[1]).view(B, K, Nb)
+    G = torch.complex(p[2], p[3]).view(B, L, Nl, Nb)
+    h = torch.complex(p[4], p[5]).view(B, L, K, Nl)
+    own = p[6] > 0.5
+    amp = refl_scale * (h.abs() * torch.linalg.vector_norm(G, dim=-1).unsqueeze(2)).sum(-1)   # (B, L, K)
+    dn = torch.linalg.vector_norm(d, dim=-1)                                                    # (B, K)
+    link = torch.where(own.unsqueeze(1), h.abs().square().sum(-1), torch.full_like(amp, -1.0))
+    k = link.argmax(-1)                                                                         # (B, L)
+    a_k = amp.gather(2, k.unsqueeze(-1)).squeeze(-1)
+    d_k = dn.gather(1, k)
+    v = 2.0 * torch.log2(1.0 + a_k / d_k.clamp_min(1e-6))
+    return torch.where(own.any(-1, keepdim=True), v, torch.zeros_like(v))
+
+
+def claim_features(x: torch.Tensor, groups: int, obs_dim: int, n_users: int, n_irs: int, n_antennas: int,
+                   n_elements: int, refl_scale: float) -> torch.Tensor:
+    """x (B, groups * obs_dim) -> the claim value of every block (B, groups * L), float32."""
+    B = x.shape[0]
+    v = claim_value(x.reshape(B * groups, obs_dim), n_users=n_users, n_irs=n_irs, n_antennas=n_antennas,
+                    n_elements=n_elements, refl_scale=refl_scale)
+    return v.reshape(B, groups * n_irs).to(torch.float32)
+
+
+def gain_claims(obs: torch.Tensor, u: torch.Tensor, *, n_users: int, n_irs: int, n_antennas: int, n_elements: int,
+                refl_scale: float, claim_range: float) -> torch.Tensor:
+    """The "gain" claim head: scores c (B, L) = tanh(v_l - tau_l), tau_l = claim_range (u_l + 1) / 2
+    from the actor's raw entry u_l; the BS claims argmax c if > 0, i.e. the IRS whose value most
+    exceeds its learned threshold (``agents.runtime.p2_claims.gain_claims`` is the numpy twin)."""
+    v = claim_value(obs, n_users=n_users, n_irs=n_irs, n_antennas=n_antennas, n_elements=n_elements,
+                    refl_scale=refl_scale)
+    tau = claim_range * (u.to(torch.float64).reshape(v.shape) + 1.0) / 2.0
+    return torch.tanh(v - tau).to(torch.float32)
+
+
 PRECODER_HEADS = ("power-direction", "direct", "local")
+CLAIM_HEADS = ("free", "gain")
 ASSOC_HEADS = ("claims", "per-user")
 
 
@@ -228,7 +279,8 @@ class P2BSActor(Actor):
                  hidden: Sequence[int] = (256, 256), group_size: int = 1, index: int = 0,
                  agent_ids: Sequence[str] = (), precoder_head: str = "direct", assoc_head: str = "per-user",
                  power_range: float = 5.0, refl_scale: float = 1.0, snr_ref: float = 1.0, reg_range: float = 3.0,
-                 align_iters: int = 3, gain_features: bool = False) -> None:
+                 align_iters: int = 3, gain_features: bool = False, claim_head: str = "free",
+                 claim_range: float = 16.0) -> None:
         super().__init__()
         if not 0 <= int(index) < int(group_size):
             raise ConfigError(f"index: {index} is not a member of a group of {group_size}")
@@ -238,12 +290,18 @@ class P2BSActor(Actor):
             raise ConfigError(f"algo.assoc_head: {assoc_head!r} is unknown; use one of {list(ASSOC_HEADS)}")
         if precoder_head == "local" and assoc_head != "claims":
             raise ConfigError("algo.precoder_head: 'local' computes precoders for the IRS the BS claims; use algo.assoc_head=claims")
+        if claim_head not in CLAIM_HEADS:
+            raise ConfigError(f"algo.claim_head: {claim_head!r} is unknown; use one of {list(CLAIM_HEADS)}")
+        if claim_head == "gain" and precoder_head != "local":
+            raise ConfigError("algo.claim_head: 'gain' values an IRS for the user the local head co-phases; "
+                              "use algo.precoder_head=local")
         self._kw = dict(obs_dim=int(obs_dim), n_antennas=int(n_antennas), n_users=int(n_users), n_irs=int(n_irs),
                         n_elements=int(n_elements), hidden=[int(h) for h in hidden], group_size=int(group_size),
                         index=int(index), agent_ids=[str(a) for a in agent_ids], precoder_head=str(precoder_head),
                         assoc_head=str(assoc_head), power_range=float(power_range), refl_scale=float(refl_scale),
                         snr_ref=float(snr_ref), reg_range=float(reg_range), align_iters=int(align_iters),
-                        gain_features=bool(gain_features))
+                        gain_features=bool(gain_features), claim_head=str(claim_head),
+                        claim_range=float(claim_range))
         Nb, K, L, Nl = self._kw["n_antennas"], n_users, n_irs, n_elements
         self.shapes = {"W": (2, Nb, K), "theta": (L, Nl), "assoc": (K, L)}
         if precoder_head == "local":  # power entries + one regularisation entry; W and theta from own CSI
@@ -257,16 +315,17 @@ class P2BSActor(Actor):
         self.act_dim = sum(math.prod(s) for s in self.raw_shapes.values())
         # A small last-layer gain keeps the initial scores near 0 (associations undecided), as
         # the paper's random initialization.
-        self.in_dim = obs_dim + ((K + L * K) if gain_features else 0)
+        self.in_dim = obs_dim + ((K + L * K) if gain_features else 0) + (L if claim_head == "gain" else 0)
         self.net = MLP(group_size * self.in_dim, group_size * self.act_dim, hidden, "relu", out_gain=0.1)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, group_size * obs_dim) -> the network's input (gain features appended if enabled)."""
         kw = self._kw
-        if not kw["gain_features"]:
-            return x
-        return gain_features(x, kw["group_size"], kw["obs_dim"], kw["n_users"], kw["n_irs"], kw["n_antennas"],
-                             kw["n_elements"])
+        dims = (kw["group_size"], kw["obs_dim"], kw["n_users"], kw["n_irs"], kw["n_antennas"], kw["n_elements"])
+        out = gain_features(x, *dims) if kw["gain_features"] else x
+        if kw["claim_head"] == "gain":   # the claim value of each IRS: what the threshold is compared with
+            out = torch.cat([out, claim_features(x, *dims, kw["refl_scale"])], -1)
+        return out
 
     def arch_kwargs(self) -> dict[str, Any]:
         return dict(self._kw)
@@ -279,15 +338,25 @@ class P2BSActor(Actor):
         """Pre-tanh outputs (B, group_size, act_dim)."""
         return self.net(self.inputs(x)).view(x.shape[0], self._kw["group_size"], self.act_dim)
 
-    def split(self, flat: torch.Tensor, obs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def split(self, flat: torch.Tensor, obs: torch.Tensor | None = None,
+              claims: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw action (B, act_dim) -> the env's action dict (the fixed map of the class docstring).
-        The "local" head also needs the BS's own observation (B, obs_dim)."""
+        The "local" head also needs the BS's own observation (B, obs_dim). ``claims`` (B, L) in
+        [-1, 1], if given, replaces the claim scores (studies that impose an association)."""
         raw, i = {}, 0
         for key, shape in self.raw_shapes.items():
             n = math.prod(shape)
             raw[key] = flat[:, i:i + n].reshape(flat.shape[0], *shape)
             i += n
         kw = self._kw
+        if claims is not None:
+            raw["assoc"] = claims.to(flat.dtype)
+        elif kw["claim_head"] == "gain":   # raw entries are thresholds; the scores come from the own CSI
+            if obs is None:
+                raise ConfigError("P2BSActor.split: the 'gain' claim head needs the BS's observation")
+            raw["assoc"] = gain_claims(obs, raw["assoc"], n_users=kw["n_users"], n_irs=kw["n_irs"],
+                                       n_antennas=kw["n_antennas"], n_elements=kw["n_elements"],
+                                       refl_scale=kw["refl_scale"], claim_range=kw["claim_range"])
         if kw["precoder_head"] == "local":
             if obs is None:
                 raise ConfigError("P2BSActor.split: the 'local' precoder head needs the BS's observation")
@@ -354,6 +423,7 @@ class MDLBI(Algorithm):
         dims = dict(obs_dim=env.obs_dim, n_antennas=env.Nb, n_users=env.K, n_irs=env.L, n_elements=env.Nl, hidden=cfg.hidden,
                     precoder_head=cfg.precoder_head, assoc_head=cfg.assoc_head, power_range=cfg.power_range,
                     reg_range=cfg.reg_range, align_iters=cfg.align_iters, gain_features=cfg.gain_features,
+                    claim_head=cfg.claim_head, claim_range=cfg.claim_range,
                     **local_scales(env))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

@@ -207,10 +207,9 @@ def learned_actions(actors: dict, obs: dict, owners: torch.Tensor | None, L: int
     with torch.inference_mode():
         for m, (aid, actor) in enumerate(actors.items()):
             o = torch.as_tensor(obs[aid]).float()
-            raw = actor.joint(o)[:, 0].clone()
-            if owners is not None:
-                raw[:, -L:] = torch.where(owners == m, 1.0, -1.0)
-            acts[aid] = actor.split(raw, o)
+            raw = actor.joint(o)[:, 0]
+            claims = None if owners is None else torch.where(owners == m, 1.0, -1.0)
+            acts[aid] = actor.split(raw, o, claims)
     return acts
 
 

@@ -275,9 +275,14 @@ def _p2_bs(a: Any, g: _Builder) -> dict[str, Any]:
     if gs > 1:
         g.step("embed_block", ["obs"], "xg", groups=gs, index=m)
         x = "xg"
+    dims = {k: kw[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements")}
+    xg = x
     if kw.get("gain_features"):      # x ++ own users' log link gains (agents.runtime.p2_local)
-        x = g.step("p2_gain_features", [x], "xf", groups=gs, obs_dim=kw["obs_dim"],
-                   **{k: kw[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements")})
+        x = g.step("p2_gain_features", [x], "xf", groups=gs, obs_dim=kw["obs_dim"], **dims)
+    gain_claims = kw.get("claim_head", "free") == "gain"
+    if gain_claims:                  # x ++ each block's claim value (agents.runtime.p2_claims)
+        g.step("p2_claim_features", [xg], "xv", groups=gs, obs_dim=kw["obs_dim"], refl_scale=kw["refl_scale"], **dims)
+        x = g.step("concat", [x, "xv"], "xc")
     g.mlp("net", a.net, x, "pre")
     g.step("reshape", ["pre"], "pre2", shape=[gs, a.act_dim])
     g.step("tanh", ["pre2"], "joint")
@@ -293,10 +298,14 @@ def _p2_bs(a: Any, g: _Builder) -> dict[str, Any]:
     if unknown:
         raise NotDescribable(f"P2BSActor raw action parts {sorted(unknown)}")
     assoc = "raw_assoc"
+    if gain_claims:                  # raw entries are thresholds; scores from the own CSI
+        assoc = g.step("p2_gain_claims", ["obs", "raw_assoc"], "claims", claim_range=kw["claim_range"],
+                       refl_scale=kw["refl_scale"], **dims)
+    claims = assoc
     if len(raw_shapes["assoc"]) == 1:  # claims (L,) -> the same scores for every user (K, L)
-        assoc = g.step("repeat", ["raw_assoc"], "assoc_k", axis=1, count=int(a.shapes["assoc"][0]))
+        assoc = g.step("repeat", [claims], "assoc_k", axis=1, count=int(a.shapes["assoc"][0]))
     if kw.get("precoder_head") == "local":   # W and theta from the BS's own CSI (agents.runtime.p2_local)
-        g.step("p2_local", ["obs", "raw_power", "raw_reg", "raw_assoc"], ["W", "theta"],
+        g.step("p2_local", ["obs", "raw_power", "raw_reg", claims], ["W", "theta"],
                **{k: kw[k] for k in ("n_users", "n_irs", "n_antennas", "n_elements", "align_iters", "refl_scale",
                                      "snr_ref", "power_range", "reg_range")})
         return g.graph({"W": "W", "theta": "theta", "assoc": assoc})

@@ -307,6 +307,17 @@ def _build_op(step: Mapping[str, Any], ins: list[Getter], arrays: Mapping[str, n
         g = one()
         kw = {k: int(p[k]) for k in ("groups", "obs_dim", "n_users", "n_irs", "n_antennas", "n_elements")}
         return lambda r: gain_features(g(r), **kw)
+    if op in ("p2_claim_features", "p2_gain_claims"):   # agents.mdlbi "gain" claim head (agents.runtime.p2_claims)
+        from agents.runtime import p2_claims
+
+        kw = {k: int(p[k]) for k in ("n_users", "n_irs", "n_antennas", "n_elements")}
+        kw["refl_scale"] = float(p["refl_scale"])
+        if op == "p2_claim_features":
+            g, groups, obs_dim = one(), int(p["groups"]), int(p["obs_dim"])
+            return lambda r: p2_claims.claim_features(g(r), groups, obs_dim, **kw)
+        o, u = ins
+        cr = float(p["claim_range"])
+        return lambda r: p2_claims.gain_claims(o(r), u(r), claim_range=cr, **kw)
     raise ValueError(f"{where}: op {op!r} is unknown to this ristwin runtime")
 
 
