@@ -123,7 +123,8 @@ def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
 
 
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
-               profile: Path | None = None, show_threads: bool = False, steady: Path | None = None) -> dict:
+               profile: Path | None = None, show_threads: bool = False, steady: Path | None = None,
+               park: bool = True) -> dict:
     from controller.deploy import load_deployment
     from controller.daemon import freeze_startup_objects
     from controller.runlog import read_runlog
@@ -221,8 +222,10 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         # as `ristwin twin-server` runs it (blocking_collect: nothing else runs in this loop); the
         # check lets the same script time a tree from before that option
         fields = {f.name for f in dataclasses.fields(dep.server_config())}
-        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120,
-                                            **({"blocking_collect": True} if "blocking_collect" in fields else {})))
+        extra = {"blocking_collect": True} if "blocking_collect" in fields else {}
+        if "park_peer_reports" in fields:
+            extra["park_peer_reports"] = park
+        server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120, **extra))
         freeze_startup_objects()   # as `ristwin twin-server` does
         t0 = time.perf_counter()
         if profile:
@@ -368,6 +371,9 @@ def main() -> None:
     ap.add_argument("--profile-steady", type=Path, default=None,
                     help="write cProfile stats (thread CPU) of the server over the measured slots only into DIR, "
                          "and have the daemons do the same (RISTWIN_DAEMON_PROFILE)")
+    ap.add_argument("--no-park", action="store_true",
+                    help="the server's hub forwards the agents' act/ and share/ reports to their peers at once "
+                         "instead of when the slot closes (ServerConfig.park_peer_reports=False)")
     args = ap.parse_args()
 
     import torch
@@ -380,7 +386,7 @@ def main() -> None:
         for kind in args.transports.split(","):
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
-                                       args.threads, args.profile_steady))
+                                       args.threads, args.profile_steady, not args.no_park))
         rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
           f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "

@@ -63,6 +63,12 @@ class ServerConfig:
     # of an event-loop turn per arrival. Only for a process whose loop runs nothing else during
     # a slot (``serve``, the bench); in-process tests run daemons in the same loop and keep False.
     blocking_collect: bool = False
+    # With blocking_collect: while a slot's answers come in, the hub parks the agents' reports to
+    # each other (act/, share/) and forwards them when the slot closes (HubTransport.hold). Every
+    # daemon reads its peers' reports only after its own answer, so none is read later than
+    # before; forwarding them mid-slot woke the peers' ZeroMQ I/O threads (4 per slot for a P1
+    # BS) while the two cores were busiest.
+    park_peer_reports: bool = True
 
 
 def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
@@ -171,10 +177,12 @@ class TwinServer:
         self._pending: dict[str, list[bytes | m.Action]] = {}   # parked answers, validated by _settle
         self._answered: set[str] = set()           # agents with a parked or validated answer
         self._act_topic = {a: f"act/{a}" for a in cfg.agents}
+        self._obs_topic = {a: f"obs/{a}" for a in cfg.agents}
         self._all_in_at: float | None = None
         self._all_in_cpu: float | None = None
         self._all_in: asyncio.Future | None = None
         self._blocking_wait = None                 # HubTransport.wait when cfg.blocking_collect applies
+        self._hold = None                          # HubTransport that parks peers' reports during a slot
         self._fanout = tuple(cfg.agents)           # order the observations go out in (see _run_slot)
         self._work_s: dict[str, float] = {}        # each agent's last decide + apply time
 
@@ -352,9 +360,13 @@ class TwinServer:
         # agent with the most to do starts ~10 us per agent earlier than if all were encoded
         # first. Neither transport suspends on a per-slot publish (ZeroMQ: a non-blocking send;
         # MQTT QoS 0: written at once), so answers are only read once this loop is done.
+        if self._hold is not None:
+            self._hold.hold()
         for a in self._fanout:
-            await self._publish(f"obs/{a}", m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0)))
+            await self._publish(self._obs_topic[a], m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0)))
         got, all_in_at = await self._collect(slot, deadline)
+        if self._hold is not None:
+            self._hold.release()
 
         # Each answer as the env's action (hardware in the loop: the applied config for a surface).
         proposed: dict[str, Any] = {}
@@ -462,6 +474,8 @@ class TwinServer:
                 self.transport = await connect(bus, "twin")
             if cfg.blocking_collect and self.hub is not None:
                 self._blocking_wait = self.transport.wait   # the hub's own transport (HubTransport)
+                if cfg.park_peer_reports:
+                    self._hold = self.transport          # peers' reports wait for the slot's end
             await self.transport.subscribe("act/", callback=self._on_action)
             await self.transport.subscribe("hello/", callback=self._on_hello)
             await self.transport.subscribe("hb/", callback=self._on_heartbeat)

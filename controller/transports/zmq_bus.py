@@ -58,6 +58,10 @@ def recv_frames(sock: zmq.Socket) -> list[bytes]:
     return frames
 
 
+# Agents' per-slot reports to their peers: what a hub owner may hold back while a slot is open
+# (HubTransport.hold); every daemon reads them only after its own answer (controller.daemon).
+PARKED_FAMILIES = (b"act/", b"share/")
+
 HUB_USER = "@hub"         # User-Id of the hub's own key (the twin server)
 CLIENT_USER = "@client"   # User-Id of an allowed key bound to no agent (an operator's tools)
 # Topic families an agent publishes under its own id (``<family>/<agent>``): only that agent may.
@@ -248,23 +252,31 @@ class ZmqHub:
                 pass   # nothing after all: poll again
 
     def _forward_checked(self, frames: list, back: zmq.Socket) -> bool:
+        if self._allowed(frames[0]):
+            back.send_multipart(frames, copy=False)
+            return True
+        return False
+
+    def _allowed(self, head: zmq.Frame) -> bool:
+        """The identity rule for one publish (its first frame); an impostor's is counted."""
         try:
-            user = frames[0].get("User-Id")
+            user = head.get("User-Id")
         except zmq.ZMQError:
             user = HUB_USER   # inproc: only the hub's own process can connect in-process
-        if may_publish(user, frames[0].bytes):
-            back.send_multipart(frames, copy=False)
+        if may_publish(user, head.bytes):
             return True
         self.impostors[user] += 1
         return False
 
-    def pump(self, deliver, wanted: tuple[bytes, ...] | None = None) -> None:
+    def pump(self, deliver, wanted: tuple[bytes, ...] | None = None, park: list | None = None) -> None:
         """Not threaded: forward everything queued now, as the proxy thread would (subscriptions
         upstream, publishes downstream, identity-checked when agent ids are bound to keys), and
         hand each forwarded publish to ``deliver(topic bytes, payload bytes)``: the owner's own
         subscriptions. With ``wanted``, only publishes whose topic starts with one of those
         prefixes are handed on (the rest is forwarded as raw frames, never copied or parsed);
-        a publish of other than two frames is forwarded but never handed on.
+        a publish of other than two frames is forwarded but never handed on. With ``park`` (a
+        list), a two-frame publish in one of :data:`PARKED_FAMILIES` is appended there instead
+        of being forwarded; :meth:`send_parked` forwards them later, in their order.
 
         The slot path: per message two receives and two sends of frames, the frame's own
         ``more`` flag instead of a ZMQ_RCVMORE query, plain integer flags (pyzmq's enum flags
@@ -296,19 +308,31 @@ class ZmqHub:
                         else:
                             self._forward_checked(frames, back)
                         continue
-                    if checked:
-                        if not self._forward_checked([head, body], back):
-                            continue
+                    if checked and not self._allowed(head):
+                        continue
+                    topic = head.bytes
+                    if park is not None and topic.startswith(PARKED_FAMILIES):
+                        park.append((head, body))
                     else:
                         back.send(head, _SEND_MORE, copy=False)
                         back.send(body, _NOBLOCK, copy=False)
-                    topic = head.bytes
                     if wanted is None or topic.startswith(wanted):
                         deliver(topic, body.bytes)
                 if not busy:
                     return
         except zmq.Again:
             pass   # nothing after all: the next readiness edge calls again
+
+    def send_parked(self, parked: list) -> None:
+        """Forward what :meth:`pump` parked (identity-checked already), oldest first."""
+        back = self.back
+        try:
+            for head, body in parked:
+                back.send(head, _SEND_MORE, copy=False)
+                back.send(body, _NOBLOCK, copy=False)
+        except zmq.Again:
+            pass   # XPUB never blocks; at its high-water mark libzmq drops, as for any publish
+        parked.clear()
 
     def local_transport(self, client_id: str) -> "Transport":
         """A client for this hub's own process (not yet started): over inproc:// for a threaded
@@ -540,6 +564,7 @@ class HubTransport(Transport):
         self._pump_scheduled = False
         self._closed = False
         self._families: tuple[bytes, ...] = ()   # topic prefixes some subscription here may match
+        self._parked: list | None = None         # while held: peers' reports not yet forwarded
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -558,7 +583,22 @@ class HubTransport(Transport):
         if not self._closed:
             # only what a subscription here may match is copied out (share/, a client's probe,
             # ...: forwarded as frames only)
-            self.hub.pump(self._deliver, self._families)
+            self.hub.pump(self._deliver, self._families, self._parked)
+
+    def hold(self) -> None:
+        """From now on, park the agents' reports to each other (``act/``, ``share/``: they are
+        still delivered here at once) instead of forwarding them, until :meth:`release`. The
+        twin server holds while a slot's answers come in: the peers (a BS) read them only after
+        their own answer anyway, and forwarding them mid-slot wakes the peers' I/O threads while
+        the two cores are busiest."""
+        if self._parked is None:
+            self._parked = []
+
+    def release(self) -> None:
+        """Forward everything parked since :meth:`hold`, in order, and stop parking."""
+        parked, self._parked = self._parked, None
+        if parked and not self._closed:
+            self.hub.send_parked(parked)
 
     def _deliver(self, raw: bytes, payload: bytes) -> None:
         try:
@@ -606,6 +646,7 @@ class HubTransport(Transport):
     async def close(self) -> None:
         if self._closed:
             return
+        self.release()   # nothing parked is lost
         self._closed = True
         self._close_subs()
         if self._loop is not None:

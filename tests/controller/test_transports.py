@@ -215,3 +215,61 @@ def test_mqtt_last_will_reports_a_killed_client_offline(mosquitto):
     finally:
         child.kill()
         child.wait()
+
+
+def test_hub_owner_parks_peer_reports_until_release():
+    """While the twin server holds (a slot is open), the agents' act/ and share/ reports reach
+    the server at once but their peers only at release, in order; anything else flows."""
+    import time
+
+    from controller.transports.zmq_sync import ZmqSyncClient
+
+    hub = ZmqHub(BusConfig(pub_port=0, sub_port=0), threaded=False).start()
+    cfg = BusConfig(pub_port=hub.pub_port, sub_port=hub.sub_port)
+
+    def pump_until(own, cond, timeout=3.0):
+        end = time.monotonic() + timeout
+        while not cond() and time.monotonic() < end:
+            own.wait(0.05)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        own = hub.local_transport("twin")
+        await own.start()
+        mine = []
+        await own.subscribe("act/", callback=lambda t, p: mine.append(t))
+        peer, agent = ZmqSyncClient(cfg, "bs0"), ZmqSyncClient(cfg, "irs0")
+        await loop.run_in_executor(None, peer.start)     # this loop pumps the probes meanwhile
+        await loop.run_in_executor(None, agent.start)
+        await loop.run_in_executor(None, peer.subscribe, "act/", "share/", "hb/")
+        for fd in own._fds:                              # from here on only wait() forwards
+            loop.remove_reader(fd)
+        seen = []
+        own.hold()
+        for topic in ("act/irs0", "share/irs0", "hb/irs0", "act/irs0"):
+            agent.publish(topic, topic.encode())
+        pump_until(own, lambda: len(mine) == 2)
+        time.sleep(0.1)
+        seen += peer.drain()
+        held = list(seen)
+        own.release()
+        pump_until(own, lambda: False, timeout=0.2)
+        time.sleep(0.1)
+        seen += peer.drain()
+        agent.publish("act/irs0", b"after")              # not held any more: straight through
+        pump_until(own, lambda: len(mine) == 3)
+        time.sleep(0.1)
+        seen += peer.drain()
+        peer.close()
+        agent.close()
+        await own.close()
+        return mine, held, seen
+
+    try:
+        mine, held, seen = asyncio.run(main())
+    finally:
+        hub.close()
+    assert mine == ["act/irs0"] * 3                      # the owner sees the answers at once
+    assert [t for t, _ in held] == ["hb/irs0"]           # the peer only what is not a report
+    assert [t for t, _ in seen] == ["hb/irs0", "act/irs0", "share/irs0", "act/irs0", "act/irs0"]
+    assert seen[-1][1] == b"after"
