@@ -3,6 +3,11 @@
   python bench/p1_study.py train   --out runs/p1study --L 2 --seeds 0 1 2 [--obs csi|paper] [--algos ...]
   python bench/p1_study.py refs    --out runs/p1study --L 1 2 3 [--obs csi]
   python bench/p1_study.py report  --out runs/p1study [--plot docs/p1_convergence.png]
+  python bench/p1_study.py physics --out runs/p1phys --grid "direct_blockage_db=0" "direct_blockage_db=20;p_max_dbm=25"
+
+``--scenario-set KEY=VALUE`` (train, refs) changes scenario fields of the P1 preset, e.g. a blocked
+direct link; give such a study its own ``--out``. ``physics`` is the no-learning study of what the
+IRS phases are worth per scenario variant (``--grid``: one variant per argument, fields joined by ';').
 
 Training runs are ordinary run directories (``agents.training.Trainer``, the code behind
 ``ristwin train``; ``config.toml`` in each run re-makes it with the CLI). Every algorithm gets
@@ -29,7 +34,7 @@ from agents import registry, runs
 from agents.evaluation import actors_policy, evaluate_policies, p1_reference_policies, plot_learning_curves
 from agents.training import Trainer, TrainConfig
 from twin.envs.p1 import P1Env
-from twin.scenarios import get_scenario
+from twin.scenarios import get_scenario, parse_overrides
 
 ALGOS = ("maq-wp", "maq-pg", "maddpg", "il")
 METRICS = ("sum_rate", "reward", "satisfied", "irs_power_w")
@@ -59,8 +64,8 @@ def study_cfg(algo: str, a: argparse.Namespace) -> object:
     return dataclasses.replace(base, **kw)
 
 
-def scenario(L: int, obs: str):
-    return get_scenario("p1", n_irs=L, observation=obs)
+def scenario(L: int, obs: str, sets: list[str] | tuple[str, ...] = ()):
+    return get_scenario("p1", n_irs=L, observation=obs, **parse_overrides("p1", sets))
 
 
 def run_dir(out: Path, obs: str, L: int, algo: str, seed: int) -> Path:
@@ -87,10 +92,10 @@ def cmd_train(a: argparse.Namespace) -> None:
                                  log_every=a.eval_every, eval_every=a.eval_every, eval_episodes=a.train_eval_episodes,
                                  checkpoint_every=a.steps)
                 t0 = time.perf_counter()
-                trainer = Trainer(run, tc, scenario(L, a.obs), study_cfg(algo, a))
+                trainer = Trainer(run, tc, scenario(L, a.obs, a.scenario_set), study_cfg(algo, a))
                 trainer.run(plot=False)
                 secs = time.perf_counter() - t0
-                env = P1Env(num_envs=a.eval_episodes, cfg=scenario(L, a.obs))
+                env = P1Env(num_envs=a.eval_episodes, cfg=scenario(L, a.obs, a.scenario_set))
                 ev = final_eval(env, actors_policy(trainer.algo.actors(), trainer.algo.role_of), a)
                 ev.update(seconds=secs, transitions=a.steps * a.num_envs, updates=int(trainer.algo.updates))
                 runs.write_atomic(run / "study_eval.json", json.dumps(ev, indent=1))
@@ -133,7 +138,7 @@ def cmd_refs(a: argparse.Namespace) -> None:
         path = out / a.obs / f"L{L}" / "refs.json"
         if path.exists():
             continue
-        env = P1Env(num_envs=a.eval_episodes, cfg=scenario(L, a.obs))
+        env = P1Env(num_envs=a.eval_episodes, cfg=scenario(L, a.obs, a.scenario_set))
         t0 = time.perf_counter()
         pols = p1_reference_policies(env, a.eval_seed, include_upper=not a.no_upper)
         pols.pop("all-on+align+zf", None)   # kept in docs from earlier runs; not needed twice
@@ -205,9 +210,121 @@ def cmd_report(a: argparse.Namespace) -> None:
     print(f"SUMMARY p1_study report: {n_rows} algorithm rows from {out}")
 
 
+def physics_policies(env: P1Env, seed: int) -> dict:
+    """No learning, every policy on the same episodes: what the IRS phases are worth, and whether MRT on
+    the *observed direct* channels (the ``snr-power-mrt`` head's direction) is still a sensible BS beam.
+    Full CSI except where named "head" (those beams use the BS observation only)."""
+    from agents import reference as ref
+    from agents.evaluation import _p1_action
+    from agents.maq import SNRPowerBSActor, p1_dims
+    from twin.signal import effective_channel
+
+    gen = torch.Generator().manual_seed(seed + 7)
+    cfg, bits = env.cfg, max(env.bit_choices)
+    d = p1_dims(env)
+    head = SNRPowerBSActor(d.bs_obs_dim, d.n_antennas, d.n_users, d.p_max_w, d.bs_obs_scale, (8,))
+
+    def chans():
+        s = env.scene
+        return s.H_BR, s.h_RU, s.h_BU
+
+    def head_beams(obs, c):
+        with torch.no_grad():
+            V2 = head.beams(obs["bs0"], torch.full((obs["bs0"].shape[0], 1), c))    # (B, 2, M, K) real
+        return torch.complex(V2[:, 0], V2[:, 1]).to(env.scene.H_BR.dtype)
+
+    def irs_state(kind):
+        H_BR, _, _ = chans()
+        B, L, N, _ = H_BR.shape
+        if kind == "off":
+            return torch.zeros((B, L, N), dtype=torch.long), torch.zeros((B, L, N), dtype=torch.bool)
+        return ref.random_phase_idx(B, L, N, bits, gen), ref.all_on(B, L, N)
+
+    def full(B, L):
+        return torch.full((B, L), bits)
+
+    def wmmse_fixed_irs(kind):
+        def policy(env, obs):
+            H_BR, h_RU, h_BU = chans()
+            idx, on = irs_state(kind)
+            G = effective_channel(H_BR, h_RU, h_BU, ref.phases_from_idx(idx, bits, on, H_BR.dtype))
+            return _p1_action(env, ref.wmmse(G, cfg.noise_w, cfg.p_max_w), full(*H_BR.shape[:2]), idx, on)
+        return policy
+
+    def head_random_irs(c):
+        def policy(env, obs):
+            H_BR, _, _ = chans()
+            idx, on = irs_state("random")
+            return _p1_action(env, head_beams(obs, c), full(*H_BR.shape[:2]), idx, on)
+        return policy
+
+    def head_ca(c):
+        """The head's beams held, IRS phases by coordinate ascent on the true sum rate (full CSI):
+        what ideal IRS learners could add next to a head with exponent c."""
+        def policy(env, obs):
+            H_BR, h_RU, h_BU = chans()
+            V = head_beams(obs, c)
+            res = ref.coordinate_ascent_phases(H_BR, h_RU, h_BU, cfg.noise_w, cfg.p_max_w, bits,
+                                               reprecode="never", V=V, sweeps=2)
+            return _p1_action(env, V, full(*H_BR.shape[:2]), res.phase_idx, res.on)
+        return policy
+
+    def mrt_eff_ca(env, obs):
+        """MRT on the *effective* channel (equal power), phases by coordinate ascent: the direction the
+        head would need if it saw the IRS paths."""
+        H_BR, h_RU, h_BU = chans()
+        res = ref.coordinate_ascent_phases(H_BR, h_RU, h_BU, cfg.noise_w, cfg.p_max_w, bits,
+                                           precoder="mrt", reprecode="candidate", sweeps=2)
+        return _p1_action(env, res.V, full(*H_BR.shape[:2]), res.phase_idx, res.on)
+
+    refs = p1_reference_policies(env, seed, include_upper=True)
+    return {
+        "random": refs["random"],
+        "WMMSE + CA phases (upper)": refs["wmmse+ca (upper)"],
+        "WMMSE, random IRS phases": wmmse_fixed_irs("random"),
+        "WMMSE, IRS off": wmmse_fixed_irs("off"),
+        "MRT(effective) + CA phases": mrt_eff_ca,
+        "head c=0 (untrained start) + random IRS": head_random_irs(0.0),
+        "head c=2 + random IRS": head_random_irs(2.0),
+        "head c=0 + CA phases": head_ca(0.0),
+        "head c=2 + CA phases": head_ca(2.0),
+    }
+
+
+def cmd_physics(a: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    rows = {}
+    for spec in a.grid:
+        sets = [x for x in spec.split(";") if x]
+        path = out / f"physics_L{a.L[0]}_{spec.replace(';', '_').replace('=', '')}.json"
+        if path.exists():
+            rows[spec] = json.loads(path.read_text())
+        else:
+            env = P1Env(num_envs=a.eval_episodes, cfg=scenario(a.L[0], a.obs, list(a.scenario_set) + sets))
+            t0 = time.perf_counter()
+            res = evaluate_policies(env, physics_policies(env, a.eval_seed), a.eval_seed, a.eval_slots)
+            rows[spec] = {name: {m: r[m]["mean"] for m in METRICS if m in r} for name, r in res.items()}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            runs.write_atomic(path, json.dumps(rows[spec], indent=1))
+            print(f"{spec}: {time.perf_counter() - t0:.0f} s", flush=True)
+        r = rows[spec]
+        up = r["WMMSE + CA phases (upper)"]["sum_rate"]
+        print(f"\n### {spec} (L = {a.L[0]}, {a.eval_episodes} episodes x {a.eval_slots} slots)")
+        print("| policy | sum rate | % of WMMSE + CA | reward |")
+        print("|---|---|---|---|")
+        for name, v in r.items():
+            print(f"| {name} | {v['sum_rate']:.4f} | {100 * v['sum_rate'] / up:.1f} | {v['reward']:.4f} |")
+        worth = up / r["WMMSE, random IRS phases"]["sum_rate"] - 1
+        head = r["head c=2 + CA phases"]["sum_rate"] / r["head c=2 + random IRS"]["sum_rate"] - 1
+        print(f"IRS phases worth (WMMSE+CA / WMMSE random phases - 1): {100 * worth:+.1f} %; "
+              f"with the head's beams (c=2 + CA / c=2 + random): {100 * head:+.1f} %")
+    print(f"SUMMARY p1_study physics: {len(a.grid)} scenario variants under {out}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("train", "refs", "report"))
+    p.add_argument("phase", choices=("train", "refs", "report", "physics"))
     p.add_argument("--out", default="runs/p1study")
     p.add_argument("--obs", default="csi", choices=("csi", "paper"))
     p.add_argument("--L", type=int, nargs="+", default=[2])
@@ -225,6 +342,9 @@ def main() -> None:
     p.add_argument("--bs-noise", type=float, default=None, help="BS exploration std (default: --noise)")
     p.add_argument("--algo-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for the algorithms that have KEY (numbers and strings)")
+    p.add_argument("--scenario-set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="P1 scenario field overrides (as ristwin train --set scenario.FIELD=VALUE)")
+    p.add_argument("--grid", nargs="*", default=["direct_blockage_db=0"], help="physics: scenario variants, fields joined by ';'")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--train-eval-episodes", type=int, default=16)
     p.add_argument("--eval-seed", type=int, default=12345)
@@ -235,7 +355,7 @@ def main() -> None:
     p.add_argument("--plot-obs", default="csi")
     p.add_argument("--plot-L", type=int, default=2)
     a = p.parse_args()
-    {"train": cmd_train, "refs": cmd_refs, "report": cmd_report}[a.phase](a)
+    {"train": cmd_train, "refs": cmd_refs, "report": cmd_report, "physics": cmd_physics}[a.phase](a)
 
 
 if __name__ == "__main__":
