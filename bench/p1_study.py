@@ -3,6 +3,7 @@
   python bench/p1_study.py train   --out runs/p1study --L 2 --seeds 0 1 2 [--obs csi|paper] [--algos ...]
   python bench/p1_study.py refs    --out runs/p1study --L 1 2 3 [--obs csi]
   python bench/p1_study.py report  --out runs/p1study [--plot docs/p1_convergence.png]
+  python bench/p1_study.py ablate  --out runs/p1study --L 2     # learned vs random vs CA phases per run
   python bench/p1_study.py physics --out runs/p1phys --grid "direct_blockage_db=0" "direct_blockage_db=20;p_max_dbm=25"
 
 ``--scenario-set KEY=VALUE`` (train, refs) changes scenario fields of the P1 preset, e.g. a blocked
@@ -173,6 +174,35 @@ def transitions_to_90(run: Path, key: str = "eval_reward") -> float:
     return xs[-1]
 
 
+def transitions_to_frac_of_final(run: Path, key: str = "eval_sum_rate", frac: float = 0.9) -> float:
+    """First training-evaluation point (transitions) where the curve reaches ``frac`` of its final value
+    (mean of the last two evaluations); for positive metrics such as the sum rate. nan if no curve."""
+    xs, ys = _curve(run, key)
+    if len(ys) < 3:
+        return float("nan")
+    final = float(np.mean(ys[-2:]))
+    return next((x for x, y in zip(xs, ys) if y >= frac * final), xs[-1])
+
+
+def _ratios(L_dir: Path) -> None:
+    """Each learner's mean sum rate against random, its untrained start and WMMSE + CA (when refs exist)."""
+    ref_path = L_dir / "refs.json"
+    if not ref_path.exists():
+        return
+    refs = json.loads(ref_path.read_text())
+    print("\n| policy | x random | vs untrained start | vs WMMSE + CA | transitions to 90 % of final sum rate |")
+    print("|---|---|---|---|---|")
+    for algo in ALGOS:
+        paths = sorted(L_dir.glob(f"{algo}-s*/study_eval.json"))
+        if not paths:
+            continue
+        sr = float(np.mean([json.loads(p.read_text())["sum_rate"] for p in paths]))
+        untrained = refs.get(f"untrained {algo} actors", {}).get("sum_rate", float("nan"))
+        t90 = [transitions_to_frac_of_final(p.parent) for p in paths]
+        print(f"| {algo.upper()} | {sr / refs['random']['sum_rate']:.2f} | {100 * (sr / untrained - 1):+.1f} % "
+              f"| {100 * sr / refs['wmmse+ca (upper)']['sum_rate']:.1f} % | {np.mean(t90):.0f} ± {np.std(t90):.0f} |")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     out = Path(a.out)
     n_rows = 0
@@ -199,6 +229,7 @@ def cmd_report(a: argparse.Namespace) -> None:
                 for name, v in json.loads(ref_path.read_text()).items():
                     print(f"| {name} (reference) | - | {v['sum_rate']:.4f} | {v['reward']:.4f} | {v['satisfied']:.2f} "
                           f"| {v['irs_power_w'] * 1e3:.1f} | | |")
+            _ratios(L_dir)
     if a.plot:
         L_dir = out / a.plot_obs / f"L{a.plot_L}"
         for key, suffix in (("eval_sum_rate", "sum_rate"), ("eval_reward", "reward")):
@@ -322,9 +353,83 @@ def cmd_physics(a: argparse.Namespace) -> None:
     print(f"SUMMARY p1_study physics: {len(a.grid)} scenario variants under {out}")
 
 
+def ablation_policies(env: P1Env, actors_pol, seed: int) -> dict:
+    """A trained run's actors, and the same with the IRS phases changed, resolution and ON/OFF kept:
+    random phases (what the learned phases add) and coordinate-ascent phases on the true sum rate with
+    the learned beams held (what ideal phases would add at the learned resolution and ON set)."""
+    from agents import reference as ref
+
+    gen = torch.Generator().manual_seed(seed + 11)
+
+    def with_phases(mode):
+        def policy(env, obs):
+            act = actors_pol(env, obs)
+            s = env.scene
+            bits = torch.stack([torch.as_tensor(act[a]["bits"]).long() for a in env.irs_ids], 1)      # (B, L)
+            on = torch.stack([torch.as_tensor(act[a]["on"]).bool() for a in env.irs_ids], 1)          # (B, L, N)
+            if mode == "random":
+                levels = torch.pow(2, bits)[..., None].expand(on.shape)
+                idx = (torch.rand(on.shape, generator=gen) * levels).long()
+            else:
+                V2 = torch.as_tensor(act["bs0"]["V"])
+                V = torch.complex(V2[:, 0], V2[:, 1]).to(s.H_BR.dtype)
+                idx0 = torch.stack([torch.as_tensor(act[a]["phase_idx"]).long() for a in env.irs_ids], 1)
+                idx = ref.coordinate_ascent_phases(s.H_BR, s.h_RU, s.h_BU, env.cfg.noise_w, env.cfg.p_max_w, bits,
+                                                   reprecode="never", V=V, phase_idx=idx0, on=on, sweeps=2).phase_idx
+            for l, a in enumerate(env.irs_ids):
+                act[a] = dict(act[a], phase_idx=idx[:, l])
+            return act
+        return policy
+
+    return {"learned": actors_pol, "learned, random phases": with_phases("random"),
+            "learned, CA phases": with_phases("ca")}
+
+
+def cmd_ablate(a: argparse.Namespace) -> None:
+    """Per trained run: how much of its sum rate its learned IRS phases earn (see ablation_policies)."""
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    print("| run | learned | random phases | CA phases | learned phases gain | CA headroom | ON fraction | bits |")
+    print("|---|---|---|---|---|---|---|---|")
+    n = 0
+    for L in a.L:
+        for algo in a.algos:
+            for seed in a.seeds:
+                run = run_dir(out, a.obs, L, algo, seed)
+                path = run / "ablation.json"
+                if not (run / "study_eval.json").exists():
+                    continue
+                if not path.exists():
+                    trainer = Trainer.from_run_dir(run)
+                    trainer._build()
+                    trainer.algo.load_state_dict(runs.load_checkpoint(run / runs.CHECKPOINT)["algo"])
+                    env = P1Env(num_envs=a.eval_episodes, cfg=trainer.scenario_cfg)
+                    pol = actors_policy(trainer.algo.actors(), trainer.algo.role_of)
+                    stats = {"on": [], "bits": []}
+
+                    def counting(env, obs, pol=pol, stats=stats):
+                        act = pol(env, obs)
+                        stats["on"] += [float(torch.as_tensor(act[x]["on"]).float().mean()) for x in env.irs_ids]
+                        stats["bits"] += [float(torch.as_tensor(act[x]["bits"]).float().mean()) for x in env.irs_ids]
+                        return act
+                    res = evaluate_policies(env, ablation_policies(env, counting, a.eval_seed), a.eval_seed, a.eval_slots)
+                    rec = {name: {m: r[m]["mean"] for m in METRICS if m in r} for name, r in res.items()}
+                    rec["on_fraction"] = float(np.mean(stats["on"]))
+                    rec["bits"] = float(np.mean(stats["bits"]))
+                    runs.write_atomic(path, json.dumps(rec, indent=1))
+                rec = json.loads(path.read_text())
+                sr = {k: rec[k]["sum_rate"] for k in ("learned", "learned, random phases", "learned, CA phases")}
+                print(f"| {algo} s{seed} L={L} | {sr['learned']:.4f} | {sr['learned, random phases']:.4f} "
+                      f"| {sr['learned, CA phases']:.4f} | {100 * (sr['learned'] / sr['learned, random phases'] - 1):+.1f} % "
+                      f"| {100 * (sr['learned, CA phases'] / sr['learned'] - 1):+.1f} % | {rec['on_fraction']:.2f} "
+                      f"| {rec['bits']:.2f} |", flush=True)
+                n += 1
+    print(f"SUMMARY p1_study ablate: {n} runs under {out / a.obs}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("train", "refs", "report", "physics"))
+    p.add_argument("phase", choices=("train", "refs", "report", "physics", "ablate"))
     p.add_argument("--out", default="runs/p1study")
     p.add_argument("--obs", default="csi", choices=("csi", "paper"))
     p.add_argument("--L", type=int, nargs="+", default=[2])
@@ -355,7 +460,7 @@ def main() -> None:
     p.add_argument("--plot-obs", default="csi")
     p.add_argument("--plot-L", type=int, default=2)
     a = p.parse_args()
-    {"train": cmd_train, "refs": cmd_refs, "report": cmd_report, "physics": cmd_physics}[a.phase](a)
+    {"train": cmd_train, "refs": cmd_refs, "report": cmd_report, "physics": cmd_physics, "ablate": cmd_ablate}[a.phase](a)
 
 
 if __name__ == "__main__":
