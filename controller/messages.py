@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping, Union
@@ -38,7 +39,10 @@ _ALLOWED_DTYPES = {
               "float16", "float32", "float64", "complex64", "complex128")
 }
 _ALLOWED_DTYPES = {k.replace(">", "<"): v.newbyteorder("<") for k, v in _ALLOWED_DTYPES.items()}
-_NATIVE = {k: v.newbyteorder("=") for k, v in _ALLOWED_DTYPES.items()}
+# numpy's own dtype instances (np.dtype(np.float32) itself, not an equal copy): a receiver's
+# ``np.asarray(x, dtype=np.float32)`` then returns the decoded array as is instead of a view.
+_NATIVE = {k: np.dtype(v.type) for k, v in _ALLOWED_DTYPES.items()}
+_LITTLE = sys.byteorder == "little"
 
 CONTROL_COMMANDS = ("start", "stop", "safe", "reload")
 
@@ -156,13 +160,22 @@ def _array_wire(arr: Any) -> tuple[np.ndarray, bytes]:
 
 
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+    dtype = arr.dtype
+    if (dtype.kind in "biufc" and (dtype.byteorder in "<|" or (_LITTLE and dtype.byteorder == "="))
+            and arr.flags.c_contiguous
+            and arr.size <= MAX_ARRAY_ELEMENTS):
+        # already as it travels (a little-endian plain dtype, C order): no conversion to make
+        raw = arr.tobytes()
+        return msgpack.ExtType(ARRAY_EXT, _array_prefix(dtype.str, arr.shape, len(raw)) + raw)
     arr, raw = _array_wire(arr)
     return msgpack.ExtType(ARRAY_EXT, _array_prefix(arr.dtype.str, arr.shape, len(raw)) + raw)
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
+    if type(obj) is np.ndarray:
         return _pack_array(obj)
+    if isinstance(obj, np.ndarray):
+        return _pack_array(np.asarray(obj))
     if isinstance(obj, np.generic):
         return obj.item()
     raise MessageError(f"value of type {type(obj).__name__} cannot travel on the wire")
@@ -240,18 +253,33 @@ _F64 = struct.Struct(">d")
 _OBS_MID: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
 
 
-def _encode_observation(msg: Observation) -> bytes:
-    arr, raw = _array_wire(msg.obs)
-    key = (msg.agent, arr.dtype.str, arr.shape)
+def observation_head(slot: int, agent: str, obs: np.ndarray) -> bytes:
+    """An observation's bytes up to its two times (slot, agent, array): what a sender can
+    encode before it knows the deadline; :func:`observation_with_times` completes it."""
+    if type(agent) is not str:
+        raise MessageError(f"obs.agent: expected str, got {type(agent).__name__}")
+    arr, raw = _array_wire(obs)
+    key = (agent, arr.dtype.str, arr.shape)
     mid = _OBS_MID.get(key)
     if mid is None:
         ext = msgpack.ExtType(ARRAY_EXT, _array_prefix(arr.dtype.str, arr.shape, len(raw)) + raw)
-        packed = msgpack.packb({"agent": msg.agent, "obs": ext}, use_bin_type=True)
+        packed = msgpack.packb({"agent": agent, "obs": ext}, use_bin_type=True)
         mid = packed[1:len(packed) - len(raw)]   # without the map header and the array's bytes
         if len(_OBS_MID) < _ARRAY_PREFIX_MAX:
             _OBS_MID[key] = mid
-    return b"".join((_OBS_HEAD, _packer().pack(msg.slot), mid, raw, _OBS_DEADLINE, _F64.pack(float(msg.deadline)),
-                     _OBS_SENT_AT, _F64.pack(float(msg.sent_at))))
+    return b"".join((_OBS_HEAD, _packer().pack(slot), mid, raw))
+
+
+def observation_with_times(head: bytes, deadline: float, sent_at: float) -> bytes:
+    """The whole observation from :func:`observation_head`'s bytes: exactly ``encode`` of it."""
+    data = b"".join((head, _OBS_DEADLINE, _F64.pack(float(deadline)), _OBS_SENT_AT, _F64.pack(float(sent_at))))
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message of {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
+    return data
+
+
+def _encode_observation(msg: Observation) -> bytes:
+    return observation_with_times(observation_head(msg.slot, msg.agent, msg.obs), msg.deadline, msg.sent_at)
 
 
 def encode(msg: Message) -> bytes:
@@ -260,10 +288,7 @@ def encode(msg: Message) -> bytes:
     if kind not in _KINDS:
         raise MessageError(f"type: {type(msg).__name__} is not a wire message")
     if kind == "obs" and type(msg.agent) is str:
-        data = _encode_observation(msg)
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise MessageError(f"message of {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
-        return data
+        return _encode_observation(msg)
     return _encode_map(kind, msg)
 
 

@@ -183,6 +183,7 @@ class TwinServer:
         self._all_in: asyncio.Future | None = None
         self._blocking_wait = None                 # HubTransport.wait when cfg.blocking_collect applies
         self._hold = None                          # HubTransport that parks peers' reports during a slot
+        self._heads: tuple[int, Any, dict[str, bytes]] | None = None   # next slot's encoded observations
         self._fanout = tuple(cfg.agents)           # order the observations go out in (see _run_slot)
         self._work_s: dict[str, float] = {}        # each agent's last decide + apply time
 
@@ -362,8 +363,9 @@ class TwinServer:
         # MQTT QoS 0: written at once), so answers are only read once this loop is done.
         if self._hold is not None:
             self._hold.hold()
+        heads = self._obs_heads(slot, obs)
         for a in self._fanout:
-            await self._publish(self._obs_topic[a], m.encode(m.Observation(slot, a, obs[a][0].numpy(), deadline, t0)))
+            await self._publish(self._obs_topic[a], m.observation_with_times(heads[a], deadline, t0))
         got, all_in_at = await self._collect(slot, deadline)
         if self._hold is not None:
             self._hold.release()
@@ -432,7 +434,7 @@ class TwinServer:
         record = {
             "type": "slot", "slot": slot, "t": t0,
             "latency_s": None if all_in_at is None else all_in_at - t0,
-            "server_cpu_s": time.thread_time() - cpu0,   # encode, collect, validate, twin step
+            "server_cpu_s": time.thread_time() - cpu0,   # publish, collect, validate, twin step
             # of which inside the latency window (encode, publish, hub forwarding, until the last answer)
             "server_window_cpu_s": None if self._all_in_cpu is None else self._all_in_cpu - cpu0,
             "missed": sorted(a for a, e in entries.items() if "fallback" in e),
@@ -444,9 +446,21 @@ class TwinServer:
         log.append(record)
         self.last_record = record
         self.slot += 1
+        next_obs = result.obs
         if bool((result.truncated | result.terminated).all()):
-            return self.env.reset()      # the next episode continues the seeded generator stream
-        return result.obs
+            next_obs = self.env.reset()      # the next episode continues the seeded generator stream
+        # The next slot's observations are known now: encode them (all but the two times) before
+        # its clock starts, not inside its latency window.
+        self._heads = (self.slot, next_obs, {a: m.observation_head(self.slot, a, next_obs[a][0].numpy())
+                                             for a in self.cfg.agents})
+        return next_obs
+
+    def _obs_heads(self, slot: int, obs: dict[str, torch.Tensor]) -> dict[str, bytes]:
+        """Each agent's observation of ``slot`` up to its times, as encoded at the end of the slot
+        before (or now, for the first slot or observations from elsewhere)."""
+        if self._heads is not None and self._heads[0] == slot and self._heads[1] is obs:
+            return self._heads[2]
+        return {a: m.observation_head(slot, a, obs[a][0].numpy()) for a in self.cfg.agents}
 
     def _check_one(self, agent: str, action: Any) -> None:
         """Validate one agent's action against the env's checks, others held at known-good values."""

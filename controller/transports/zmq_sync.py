@@ -51,6 +51,8 @@ class ZmqSyncClient:
         self._quiet_queue: list[tuple[str, bytes]] = []
         self._probe_seq = 0
         self._closed = False
+        self._matched: dict[str, bool] = {}         # topic -> matches a prefix of the SUB socket
+        self._quiet_matched: dict[str, bool] = {}   # the same for the quiet socket
 
     # ---- setup ----------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class ZmqSyncClient:
             validate_topic(prefix, prefix=True)
             self._prefixes.append(prefix)
             self._sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
+        self._matched.clear()
         self._probe(timeout, self._sub, self._sub_fd)
 
     def subscribe_quiet(self, *prefixes: str, timeout: float = 10.0) -> None:
@@ -102,6 +105,7 @@ class ZmqSyncClient:
             validate_topic(prefix, prefix=True)
             self._quiet_prefixes.append(prefix)
             self._quiet.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
+        self._quiet_matched.clear()
         self._probe(timeout, self._quiet, self._quiet.getsockopt(zmq.FD))
 
     def _probe(self, timeout: float, sock: zmq.Socket, fd: int) -> None:
@@ -188,6 +192,7 @@ class ZmqSyncClient:
         """Receive what ``sock`` has queued: probe replies are consumed (True if ``probe`` came
         back), everything else is checked and appended to ``out``."""
         prefixes = self._prefixes if sock is self._sub else self._quiet_prefixes
+        matched = self._matched if sock is self._sub else self._quiet_matched
         seen = False
         try:
             # ZMQ_EVENTS before each receive: cheaper than raising zmq.Again (see zmq_bus._drain).
@@ -208,8 +213,14 @@ class ZmqSyncClient:
                 if len(payload) > MAX_MESSAGE_BYTES:
                     self.stats.dropped_oversized += 1
                     continue
-                # ZeroMQ filters by byte prefix; narrow to the shared rule (obs/irs1 is not obs/irs10).
-                if not any(topic_matches(p, topic) for p in prefixes):
+                # ZeroMQ filters by byte prefix; narrow to the shared rule (obs/irs1 is not obs/irs10),
+                # remembered per topic (a daemon sees a handful; cleared when the prefixes change).
+                ok = matched.get(topic)
+                if ok is None:
+                    ok = any(topic_matches(p, topic) for p in prefixes)
+                    if len(matched) < 1024:
+                        matched[topic] = ok
+                if not ok:
                     continue
                 self.stats.received += 1
                 out.append((topic, payload))

@@ -215,6 +215,8 @@ def test_observation_bytes_are_the_packed_map(slot, agent, obs, deadline, sent):
     msg = m.Observation(slot, agent, obs, deadline, sent)
     for _ in range(2):
         assert m.encode(msg) == m._encode_map("obs", msg)
+    # the twin server encodes the head at the end of the slot before, the times when it starts
+    assert m.observation_with_times(m.observation_head(slot, agent, obs), deadline, sent) == m.encode(msg)
 
 
 @settings(max_examples=80, deadline=None)
