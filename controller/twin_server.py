@@ -19,6 +19,13 @@ Hosting the ZeroMQ hub, the server's own loop forwards the hub's traffic (``HubT
 no proxy thread, answers arrive in the wake-up that forwards them), and run as a process of
 its own (``serve``) it collects a slot by blocking on the hub's sockets. Observations go out
 longest job first (by each agent's last decide + apply time).
+
+Inside the latency window (observations out -> last answer in) the server does as little as
+it can, since it shares two cores with the agents still deciding: each observation was
+encoded, but for its two times, when the slot before ended; an arriving answer is only peeked
+at (slot and agent) and parked, and every parked answer is decoded and validated once all are
+in (an invalid one is counted and its agent awaited again); with ``blocking_collect`` the hub
+holds the agents' reports to their peers until the slot closes (``park_peer_reports``).
 """
 
 from __future__ import annotations
