@@ -19,6 +19,10 @@ reconnects by itself, and a restarted daemon says hello again and rejoins at the
 Two drivers of the same daemon: ``run`` (asyncio; MQTT, and in-process tests) and, on a
 ZeroMQ bus, ``run_sync`` (what ``ristwin agent`` runs): one thread blocking in ``poll`` on the
 SUB socket, no event loop on the slot path.
+
+Debugging and tuning switches (environment, off by default): ``RISTWIN_DAEMON_PROFILE=DIR``
+profiles the steady-state slot loop (:class:`_SteadyProfile`); ``RISTWIN_DAEMON_PIN=auto``
+pins each daemon to one CPU (:func:`pin_from_env`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -675,9 +679,44 @@ class _SyncState:
                 pass
 
 
+PIN_ENV = "RISTWIN_DAEMON_PIN"
+
+
+def pinned_cpu(agent: str, agent_ids: Sequence[str], cpus: Sequence[int]) -> int | None:
+    """The CPU for ``agent`` under ``RISTWIN_DAEMON_PIN=auto``: the bundle's agents round robin
+    over the CPUs the process may use (bs0 -> the first, irs0 -> the second, ...); None for an
+    agent the bundle does not list or a single CPU (nothing to choose)."""
+    ids = list(agent_ids)
+    if agent not in ids or len(cpus) < 2:
+        return None
+    return sorted(cpus)[ids.index(agent) % len(cpus)]
+
+
+def pin_from_env(agent: str, agent_ids: Sequence[str]) -> int | None:
+    """``RISTWIN_DAEMON_PIN=auto`` pins the calling thread, and so the threads it starts later
+    (ZeroMQ's I/O thread), to :func:`pinned_cpu`; returns the CPU, None when not pinned.
+
+    Off by default. Pinned, a daemon's thread and its I/O thread hand each message over on one
+    CPU, and the five daemons stay spread over the cores: on the 2-core machine the contended
+    p50 dropped by ~0.3 ms (docs/BENCHMARKS.md, control loop, fourth session). The cost: a
+    pinned daemon cannot move away from a CPU that a real-time or busy process holds."""
+    mode = os.environ.get(PIN_ENV, "").strip().lower()
+    if mode in ("", "0", "off"):
+        return None
+    if mode != "auto":
+        raise ConfigError(f"{PIN_ENV}: {mode!r} is not 'auto' or 'off'")
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = pinned_cpu(agent, agent_ids, sorted(os.sched_getaffinity(0)))
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
     _limit_torch_threads()
     daemon = AgentDaemon(cfg, bundle)
+    pin_from_env(cfg.agent, getattr(daemon.bundle, "agent_ids", ()))   # before the bus starts its threads
     _limit_torch_threads()
     freeze_startup_objects()
     if cfg.bus.kind == "zmq":

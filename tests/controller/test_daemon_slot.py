@@ -4,15 +4,18 @@ the share of its local observation), and the steady-state profile switch."""
 from __future__ import annotations
 
 import json
+import os
 import pstats
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from controller import messages as m
-from controller.daemon import AgentDaemon, DaemonConfig, _SteadyProfile
+from controller.daemon import PIN_ENV, AgentDaemon, DaemonConfig, _SteadyProfile, pin_from_env, pinned_cpu
 from controller.transports import BusConfig
+from twin.errors import ConfigError
 from twin.hil import CONFIG_FROM_ACTION
 
 SIM = "sim://?elements=10&bits=1,2,3"
@@ -113,3 +116,32 @@ def test_steady_profile_starts_after_the_warm_up(tmp_path, monkeypatch):
     assert pstats.Stats(str(tmp_path / "irs9.prof")).total_calls > 0
     monkeypatch.delenv("RISTWIN_DAEMON_PROFILE")
     assert _SteadyProfile.from_env("irs9") is None
+
+
+def test_pinned_cpu_spreads_the_bundles_agents_round_robin():
+    ids = ["bs0", "irs0", "irs1", "irs2", "irs3"]
+    assert [pinned_cpu(a, ids, [3, 1]) for a in ids] == [1, 3, 1, 3, 1]
+    assert pinned_cpu("irs9", ids, [0, 1]) is None          # not in the bundle: left alone
+    assert pinned_cpu("irs0", ids, [0]) is None             # one CPU: nothing to choose
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and at least 2 CPUs")
+def test_pin_from_env_pins_the_calling_thread_only_when_asked(monkeypatch):
+    cpus = sorted(os.sched_getaffinity(0))
+    seen = {}
+
+    def in_thread(name):   # affinity is per thread on Linux: the test's own thread stays as it is
+        seen[name] = (pin_from_env("irs0", ["bs0", "irs0"]), os.sched_getaffinity(0))
+
+    for value in ("", "auto"):
+        monkeypatch.setenv(PIN_ENV, value)
+        t = threading.Thread(target=in_thread, args=(value,))
+        t.start()
+        t.join()
+    assert seen[""] == (None, set(cpus))
+    assert seen["auto"] == (cpus[1], {cpus[1]})
+    assert os.sched_getaffinity(0) == set(cpus)
+    monkeypatch.setenv(PIN_ENV, "2")
+    with pytest.raises(ConfigError, match=PIN_ENV):
+        pin_from_env("irs0", ["bs0", "irs0"])
