@@ -71,6 +71,7 @@ class Net:
 
     def __init__(self, name: str, layers: list[Mapping[str, Any]], arrays: Mapping[str, np.ndarray]) -> None:
         self.fns: list[Callable[[np.ndarray], np.ndarray]] = []
+        self.spec: list[tuple] = []           # ("linear", W, b) / ("act", name) / ("layernorm", g, b, eps)
         self.in_dim: int | None = None
         self.out_dim: int | None = None
         for i, layer in enumerate(layers):
@@ -83,13 +84,16 @@ class Net:
                     self.in_dim = int(W.shape[0])
                 self.out_dim = int(W.shape[1])
                 self.fns.append(_linear(W, b))
+                self.spec.append(("linear", W, b))
             elif "act" in layer:
                 if layer["act"] not in _ACTS:
                     raise ValueError(f"{where}: activation {layer['act']!r} is unknown; known: {sorted(_ACTS)}")
                 self.fns.append(_ACTS[layer["act"]])
+                self.spec.append(("act", layer["act"]))
             elif "layernorm" in layer:
                 g, b = _array(arrays, layer["layernorm"] + ".g", where), _array(arrays, layer["layernorm"] + ".b", where)
                 self.fns.append(_layernorm(g, b, float(layer.get("eps", 1e-5))))
+                self.spec.append(("layernorm", g, b, float(layer.get("eps", 1e-5))))
             else:
                 raise ValueError(f"{where}: a layer needs 'linear', 'act' or 'layernorm', got {sorted(layer)}")
         if self.in_dim is None:

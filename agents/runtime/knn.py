@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from agents.runtime.kbest import RankSpace
+from agents.runtime.lowq import FastLowQ, relu_stack
 
 F32 = np.float32
 TWO_PI = 2.0 * math.pi
@@ -173,7 +174,11 @@ class KNNSearch:
 class KNNRanker:
     """MAQ-WP's mapping at execution: proto-action e (B, 2N) in [0, 1] -> (phase_idx (B, N)
     int64, on (B, N) bool): the k nearest actions at resolution ``bits`` (B,), the one with the
-    largest Q_low(ctx, encode(x)) (``q_net`` maps (B, k, ctx + 3N) -> (B, k, 1))."""
+    largest Q_low(ctx, encode(x)) (``q_net`` maps (B, k, ctx + 3N) -> (B, k, 1)).
+
+    Q_low is evaluated by ``agents.runtime.lowq.FastLowQ`` when ``q_net`` is a ReLU MLP; it
+    answers only when its argmax is certain to be the straightforward evaluation's
+    (``best_straight``, the reference), which runs otherwise (near-ties in Q_low)."""
 
     def __init__(self, n: int, k: int, max_bits: int, q_net: Callable[[np.ndarray], np.ndarray],
                  unit: bool = False) -> None:
@@ -182,6 +187,14 @@ class KNNRanker:
         self.search = KNNSearch(n, k, max_bits)
         self._buf: dict[int, np.ndarray] = {}
         self._trig_tabs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._trig_flats: dict[int, np.ndarray] = {}
+        R = max(1 << self.max_bits, 2)
+        self._cs_src = np.r_[np.arange(self.n), np.arange(self.n)].astype(np.intp)      # phase of each cos / sin column
+        self._cs_off = np.r_[np.zeros(self.n), np.full(self.n, R)].astype(np.int64)
+        layers = relu_stack(getattr(q_net, "spec", ()))
+        self.fast_q = FastLowQ(layers, n, k, max_bits) if layers is not None and self.k > 1 else None
+        self.tries = 0              # decisions FastLowQ was asked
+        self.fallbacks = 0          # ... and left to best_straight (a lead within its error bound)
 
     def _trig(self, b: int) -> np.ndarray:
         """(R, 2) cos / sin of 2 pi i / 2^b for every phase index i, computed with the float32
@@ -194,6 +207,47 @@ class KNNRanker:
             t = self._trig_tabs[b] = np.stack([np.cos(a), np.sin(a)], 1)
         return t
 
+    def _trig_flat(self, b: int, trig: np.ndarray) -> np.ndarray:
+        t = self._trig_flats.get(b)
+        if t is None:
+            t = self._trig_flats[b] = np.ascontiguousarray(trig.T).reshape(-1)    # cos (R), then sin (R)
+        return t
+
+    def best_straight(self, acts: np.ndarray, b: int, ctx_row: np.ndarray, valid: np.ndarray | None) -> int:
+        """The reference: [ctx, cos, sin, on] of every candidate through ``q_net`` as
+        agents.maq does (same float32 operations), first argmax over the valid ones."""
+        n, k = self.n, self.k
+        cw = ctx_row.shape[0]
+        buf = self._buf.get(cw)
+        if buf is None:
+            buf = self._buf[cw] = np.empty((1, k, cw + 3 * n), dtype=F32)
+        buf[0, :, :cw] = ctx_row
+        # cos, then sin, of every phase: one take from the flat (cos, sin) table at index
+        # option value + R * (sin column); the same float32 values as trig[idx]
+        codes = acts.take(self._cs_src, 1)
+        codes += self._cs_off
+        trig = self._trig(b)
+        buf[0, :, cw:cw + 2 * n] = self._trig_flat(b, trig).take(codes, mode="clip")
+        buf[0, :, cw + 2 * n:] = acts[:, n:]
+        q = self.q_net(buf)[0, :, 0]
+        if valid is not None and not valid.all():
+            q = np.where(valid, q, -np.inf)
+        return int(q.argmax())
+
+    def best(self, acts: np.ndarray, b: int, ctx: np.ndarray, valid: np.ndarray | None) -> int:
+        """Index of the candidate with the largest Q_low; ctx: (1, cw)."""
+        if self.fast_q is not None:
+            self.tries += 1
+            i = self.fast_q.best(acts, self.fast_q.table(b, self._trig(b)), ctx, valid)
+            if i is not None:
+                return i
+            self.fallbacks += 1
+            if self.tries >= 200 and 5 * self.fallbacks > self.tries:
+                # weights whose Q_low leads are often within the (worst-case) bound: the fast
+                # try then costs more than it saves; evaluate straightforwardly from now on
+                self.fast_q = None
+        return self.best_straight(acts, b, ctx[0], valid)
+
     def __call__(self, e: np.ndarray, bits: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, k = self.n, self.k
         B = e.shape[0]
@@ -201,13 +255,8 @@ class KNNRanker:
             levels = np.power(2.0, bits.astype(np.float64))[:, None]
             idx = np.remainder(np.round(e[:, :n].astype(np.float64) * levels), levels).astype(np.int64)
             return idx, e[:, n:] > 0.5
-        idx_out = np.empty((B, n), dtype=np.int64) if B > 1 else None
-        on_out = np.empty((B, n), dtype=bool) if B > 1 else None
-        cw = ctx.shape[1]
-        buf = self._buf.get(cw)
-        if buf is None:
-            buf = self._buf[cw] = np.empty((1, k, cw + 3 * n), dtype=F32)
-        enc = buf[0, :, cw:cw + 2 * n].reshape(k, 2, n).transpose(0, 2, 1)     # (k, n, cos / sin) view
+        idx_out = np.empty((B, n), dtype=np.int64)
+        on_out = np.empty((B, n), dtype=bool)
         rank, unit = self.search.rank, self.unit
         for i in range(B):
             b = int(bits[i])
@@ -217,19 +266,9 @@ class KNNRanker:
             else:
                 e64 = e[i].astype(np.float64)
                 acts, _, valid = self.search.exact(e64[:n], e64[n:], b)
-            idx = acts[:, :n]
-            on = acts[:, n:]
-            buf[0, :, :cw] = ctx[i]
-            enc[...] = self._trig(b)[idx]                         # cos, then sin, of every phase
-            buf[0, :, cw + 2 * n:] = on
-            q = self.q_net(buf)[0, :, 0]
-            if valid is not None and not valid.all():
-                q = np.where(valid, q, -np.inf)
-            best = int(q.argmax())
-            if B == 1:
-                return idx[best:best + 1], on[best:best + 1] != 0
-            idx_out[i] = idx[best]
-            on_out[i] = on[best] != 0
+            j = self.best(acts, b, ctx[i:i + 1], valid)
+            idx_out[i] = acts[j, :n]
+            on_out[i] = acts[j, n:] != 0
         return idx_out, on_out
 
 
