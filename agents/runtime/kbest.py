@@ -173,7 +173,7 @@ class RankSpace:
 
     def resolution(self, b: int) -> tuple:
         """Tables of resolution b (see the module docstring): A2, B with E = A2 - |r| B; the
-        grid multiplier, s, s and 2s per coordinate; option counts - 1 per coordinate (bit
+        grid multiplier, s, s and 2s per coordinate; option counts - 1 per coordinate, (C, 1) (bit
         masks, 2^b - 1 or 1); for ranks o >= 2 (phases only) the column minima as functions of
         max |r| (toward ranks) or min |r| (away ranks): [(a_o^2 s, 2 sigma_o a_o s, toward)]."""
         t = self._res.get(b)
@@ -187,7 +187,7 @@ class RankSpace:
             mult = np.array([float(1 << b)] * n + [1.0] * n)
             sp = float(s[0])
             cols = [(float(self._a2[o]) * sp, float(self._2sa[o]) * sp, o % 2 == 1) for o in range(2, 1 << b)]
-            t = self._res[b] = (A2, B, mult, s, 2.0 * s, L - 1, cols)
+            t = self._res[b] = (A2, B, mult, s, 2.0 * s, (L - 1)[:, None], cols)
         return t
 
     def row(self, e: np.ndarray, b: int, unit: bool = False, want_dist: bool = True):
@@ -240,10 +240,11 @@ class RankSpace:
         sel = sel[:k]
         V = np.where(np.signbit(r)[:, None], self._offn, self._offp)      # offsets of the option ranks
         V += i0.astype(np.int64)[:, None]
-        V &= Lm[:, None]                                          # option values (mod 2^b)
+        V &= Lm                                                  # option values (mod 2^b)
         V.take(P, 0, out=self._vs)                               # ... by coordinate rank
         acts = np.empty((k, self.C), dtype=np.int64)
-        acts[:] = V[:, 0]                                        # the rounding
+        if self.Ck < self.C:                                     # coordinates ranked >= Ck keep the rounding
+            acts[:] = V[:, 0]
         acts[:, P[:self.Ck]] = self._vs.ravel()[self.dense(r2)[sel]]
         if not want_dist:
             return acts, None
@@ -316,7 +317,7 @@ class RankSpace:
         good = np.nonzero(ok)[0]                                              # actions of accepted rows only
         V = np.where(np.signbit(r[good])[..., None], self._offn, self._offp)  # option values (G, C, R)
         V += i0[good].astype(np.int64)[..., None]
-        V &= Lms[bi[good]][..., None]
+        V &= Lms[bi[good]]                                                   # (G, C, 1)
         O = np.zeros((good.size, k, C), dtype=np.intp)                        # option rank per coordinate
         for g in np.unique(tab[good]):
             j = np.nonzero(tab[good] == g)[0]

@@ -255,8 +255,8 @@ class KNNRanker:
             levels = np.power(2.0, bits.astype(np.float64))[:, None]
             idx = np.remainder(np.round(e[:, :n].astype(np.float64) * levels), levels).astype(np.int64)
             return idx, e[:, n:] > 0.5
-        idx_out = np.empty((B, n), dtype=np.int64)
-        on_out = np.empty((B, n), dtype=bool)
+        idx_out = np.empty((B, n), dtype=np.int64) if B > 1 else None
+        on_out = np.empty((B, n), dtype=bool) if B > 1 else None
         rank, unit = self.search.rank, self.unit
         for i in range(B):
             b = int(bits[i])
@@ -267,6 +267,8 @@ class KNNRanker:
                 e64 = e[i].astype(np.float64)
                 acts, _, valid = self.search.exact(e64[:n], e64[n:], b)
             j = self.best(acts, b, ctx[i:i + 1], valid)
+            if B == 1:                  # one decision (a daemon's case): views, no copies
+                return acts[j:j + 1, :n], acts[j:j + 1, n:] != 0
             idx_out[i] = acts[j, :n]
             on_out[i] = acts[j, n:] != 0
         return idx_out, on_out
