@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from agents.runtime import knn as rknn
+from agents.runtime import maq_irs
 
 GRAPH_VERSION = 1
 F32 = np.float32
@@ -384,12 +385,20 @@ class Program:
         self._n = len(slots)
         self._consts = consts
         self._state_slots = [(name, slots[f"state.{name}"]) for name in self.state_spec]
+        # MAQ-WP's IRS graph, one observation: the same decision without the interpreter's glue
+        self._fused = maq_irs.fuse(graph, arrays, self.nets, _sigmoid)
 
     def init_state(self, batch: int) -> dict[str, np.ndarray]:
         return {name: np.full((batch,), spec["init"], dtype=np.dtype(spec.get("dtype", "int64")))
                 for name, spec in self.state_spec.items()}
 
     def run(self, obs: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._fused is not None and obs.shape[0] == 1:
+            return self._fused(obs, state)
+        return self.run_steps(obs, state)
+
+    def run_steps(self, obs: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``run`` through the generic steps (what ``run`` does unless a fused runner applies)."""
         r: list = [None] * self._n
         r[0] = obs
         for i, v in self._consts:
