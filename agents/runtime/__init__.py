@@ -62,14 +62,17 @@ class _NumpyRole:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.state: dict[str, np.ndarray] = {}
+        self._batch = -1            # the batch size self.state is shaped for (-1: none yet)
 
     def reset(self) -> None:
         self.state = {}
+        self._batch = -1
 
     def __call__(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         B = obs.shape[0]
-        if self.program.state_spec and (not self.state or next(iter(self.state.values())).shape[0] != B):
+        if B != self._batch and self.program.state_spec:
             self.state = self.program.init_state(B)
+            self._batch = B
         return self.program.run(obs, self.state)
 
 
@@ -81,6 +84,8 @@ class RuntimeBundle(ManifestView):
         super().__init__(path, manifest)
         self._numpy = numpy_roles
         self._torch = torch_bundle
+        # decide()'s per-agent lookups done once: agent id -> (numpy role, obs_dim)
+        self._decide_of = {a: (numpy_roles[r], self._obs_dim[a]) for a, r in self._role_of.items() if r in numpy_roles}
 
     def backend(self, role: str) -> str:
         if role not in self.manifest["roles"]:
@@ -112,16 +117,17 @@ class RuntimeBundle(ManifestView):
 
     def decide(self, agent_id: str, obs: np.ndarray) -> dict[str, np.ndarray]:
         """One agent's action for one local observation (obs_dim,), as numpy arrays (B=1 squeezed)."""
-        role = self.role_of(agent_id)
-        if role not in self._numpy:
+        entry = self._decide_of.get(agent_id)
+        if entry is None:
+            self.role_of(agent_id)                              # raises for an agent the bundle does not serve
             return self._torch.decide(agent_id, obs)
+        role, d = entry
         x = np.asarray(obs, dtype=np.float32)
-        d = self._obs_dim[agent_id]
         if x.shape != (d,):
             raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({d},)")
         if not math.isfinite(x.sum(dtype=np.float64)):      # NaN or inf anywhere (float64: no overflow)
             raise BundleError(f"decide({agent_id}): observation contains NaN or inf")
-        out = self._numpy[role](x.reshape(1, d))
+        out = role(x.reshape(1, d))
         return {k: v[0, ...] for k, v in out.items()}
 
 
