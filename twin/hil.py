@@ -41,9 +41,10 @@ def p1_config_from_action(action: Mapping[str, Any], obs: np.ndarray, scenario: 
     """P1: the IRS action's own fields; None when the action is not an IRS action."""
     if not {"bits", "phase_idx", "on"} <= set(action):
         return None
+    # SurfaceConfig validates the integer indices' range itself; no int64 round trip needed
     return SurfaceConfig(bits=int(np.asarray(action["bits"]).reshape(())),
-                         phase_idx=np.asarray(action["phase_idx"]).astype(np.int64),
-                         on=np.asarray(action["on"]).astype(bool))
+                         phase_idx=np.asarray(action["phase_idx"]),
+                         on=np.asarray(action["on"]).astype(bool, copy=False))
 
 
 def p3_theta_levels(delta_theta_rad: float) -> int:

@@ -44,7 +44,7 @@ class SurfaceConfig:
                 f"phase_idx/on: expected two 1-D arrays of the same length, got shapes "
                 f"{idx.shape} and {on.shape}"
             )
-        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        if idx.size and idx.dtype.kind not in "iu":   # signed or unsigned integers (not bool)
             raise ConfigError("phase_idx: must be integers (indices into the 2^b phase grid)")
         if idx.size and (idx.min() < 0 or idx.max() >= (1 << int(self.bits))):
             raise ConfigError(
