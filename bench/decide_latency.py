@@ -61,19 +61,20 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def time_decide(bundle, agent_id: str, observations: list[np.ndarray], iters: int) -> tuple[float, float, float]:
-    """Wall-clock p50 / p99 and the p99 of the thread's CPU time (immune to preemption by
-    other processes on a loaded machine), in ms."""
+def time_decide(bundle, agent_id: str, observations: list[np.ndarray], iters: int) -> tuple[float, float, float, float]:
+    """Wall-clock p50 / p99 and the p99 / p50 of the thread's CPU time (immune to preemption
+    by other processes on a loaded machine, not to their cache traffic), in ms."""
     for i in range(200):  # warm-up
         bundle.decide(agent_id, observations[i % len(observations)])
     wall, cpu = [], []
     for i in range(iters):
         obs = observations[i % len(observations)]
-        c0, t0 = time.thread_time(), time.perf_counter()
+        c0, t0 = time.thread_time_ns(), time.perf_counter()
         bundle.decide(agent_id, obs)
         wall.append(time.perf_counter() - t0)
-        cpu.append(time.thread_time() - c0)
-    return (*percentiles(wall), percentiles(cpu)[1])
+        cpu.append((time.thread_time_ns() - c0) * 1e-9)
+    c50, c99 = percentiles(cpu)
+    return (*percentiles(wall), c99, c50)
 
 
 def observations_of(env, bundle, n: int) -> dict[str, list[np.ndarray]]:
@@ -179,7 +180,7 @@ def main() -> None:
 
     print(f"decide(agent, obs), B = 1, pinned to CPU {core}, 1 torch thread, {args.iters} decisions per agent and backend")
     print(f"{'algorithm':<13} {'scen':<4} {'agent':<8} {'torch p50':>9} {'p99':>7} {'cpu99':>7}   "
-          f"{'numpy p50':>9} {'p99':>7} {'cpu99':>7} {'x p50':>6}   {'cold torch':>10} {'cold numpy':>10}")
+          f"{'numpy p50':>9} {'p99':>7} {'cpu99':>7} {'cpu50':>7} {'x p50':>6}   {'cold torch':>10} {'cold numpy':>10}")
     worst: dict[str, dict[str, float]] = {"torch": {}, "numpy": {}}
     cold_rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +214,7 @@ def main() -> None:
             for i, (a, t, n) in enumerate(rows):
                 c = cold if i == 0 else ("", "")
                 print(f"{name:<13} {scenario:<4} {a:<8} {t[0]:>9.3f} {t[1]:>7.3f} {t[2]:>7.3f}   "
-                      f"{n[0]:>9.3f} {n[1]:>7.3f} {n[2]:>7.3f} {t[0] / n[0]:>5.1f}x   {c[0]:>10} {c[1]:>10}", flush=True)
+                      f"{n[0]:>9.3f} {n[1]:>7.3f} {n[2]:>7.3f} {n[3]:>7.3f} {t[0] / n[0]:>5.1f}x   {c[0]:>10} {c[1]:>10}", flush=True)
     if args.ref_iters > 0 and args.bundle is None:
         for name, p50, p99 in time_references(registry.scenario_config("p1"), args.ref_iters):
             print(f"{name:<27} {'':<8} {p50:>9.3f} {p99:>7.3f}", flush=True)
