@@ -20,9 +20,11 @@ strided view. Here, per decision:
 
 These sums round differently from the straightforward ones (another association, the
 bias inside the BLAS sum), so Q values may differ in their last bits. ``FastLowQ.best``
-returns the argmax only when the best candidate leads every other by more than twice a
-rigorous bound on the difference between *any two* float32 evaluations of the MLP (both
-within ``err`` of the exact value, module ``_error_bound``); otherwise it returns None and
+returns the argmax only when the best candidate leads every other by more than SAFETY x
+twice a rigorous bound on the difference between *any two* float32 evaluations of the MLP
+(each within ``err`` of the exact value: ``_error_bound``, a worst case over all inputs
+fixed at load, then ``FastLowQ._decision_error`` with this decision's activations when
+the first is not enough); otherwise it returns None and
 the caller runs the straightforward evaluation. So the chosen candidate is always the one
 the straightforward evaluation chooses (its first maximum), bit for bit the previous
 runtime's and the torch actor's decision.
@@ -37,7 +39,7 @@ import numpy as np
 
 F32 = np.float32
 U32 = 2.0 ** -24              # unit roundoff of float32
-SAFETY = 2.0                  # the bound is rigorous; a factor on top of it costs nothing measurable
+SAFETY = 2.0                  # on top of the rigorous bound, against a miscount in it (the bound, not this, limits how often the fast path answers)
 
 
 def _gamma(n: int) -> float:
@@ -171,7 +173,7 @@ class FastLowQ:
         A = np.abs(c.astype(np.float64)) @ self._absW1c + self._A1_const
         E = self._g1 * A
         for (aW, ab, g), h in zip(self._later, self.H):
-            a = h.max(0)[:aW.shape[0]] + E                      # bound on |a| in either evaluation
+            a = h.max(0)[:aW.shape[0]] + 2.0 * E                # |a| in either evaluation (each within E of exact)
             A = a @ aW + ab
             E = E @ aW + g * A
         return float(E[0])
