@@ -106,7 +106,7 @@ def proc_switches(pid: int) -> int:
     return total
 
 
-def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
+def make_bundle(out: Path, algo: str, n_irs: int, n_elements: int = 10, bits: str = "1,2,3") -> Path:
     import torch
 
     from agents import registry
@@ -114,7 +114,8 @@ def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
     from twin.scenarios import get_scenario
 
     torch.manual_seed(0)
-    cfg = get_scenario("p1", n_irs=n_irs)
+    cfg = get_scenario("p1", n_irs=n_irs, n_elements=n_elements,
+                       resolutions=tuple(int(b) for b in bits.split(",")))
     env = registry.make_env("p1", cfg, 1)
     cls, ccls = registry.algorithm(algo)
     a = cls(env, ccls(), 0)
@@ -124,8 +125,10 @@ def make_bundle(out: Path, algo: str, n_irs: int) -> Path:
 
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
                profile: Path | None = None, show_threads: bool = False, steady: Path | None = None,
-               park: bool = True) -> dict:
+               park: bool = True, board: tuple[int, str] = (10, "1,2,3")) -> dict:
     from controller.deploy import load_deployment
+    from drivers import protocol
+    from twin.surface_config import SurfaceConfig
     from controller.daemon import freeze_startup_objects
     from controller.runlog import read_runlog
     from controller.twin_server import TwinServer
@@ -157,12 +160,12 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
             if a == "bs0":
                 continue
             if driver == "sim":
-                lines += ['driver = "sim://?elements=10&bits=1,2,3"']
+                lines += [f'driver = "sim://?elements={board[0]}&bits={board[1]}"']
             else:
                 port = free_port()
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "controller", "board", "emulate", "--tcp", str(port), "--elements", "10",
-                     "--bits", "1,2,3", "--baud", str(baud)], stdout=log, stderr=subprocess.STDOUT))
+                    [sys.executable, "-m", "controller", "board", "emulate", "--tcp", str(port), "--elements", str(board[0]),
+                     "--bits", board[1], "--baud", str(baud)], stdout=log, stderr=subprocess.STDOUT))
                 wait_port(port)
                 lines += [f'driver = "socket://127.0.0.1:{port}?baud={baud}"']
         toml = work / f"{kind}-{driver}.toml"
@@ -260,6 +263,16 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                       for r in records if not r["missed"] and r["latency_s"] is not None])
     agent_cpu = np.array([sum(r["agents"][a]["timing"]["cpu_s"] for a in agents) for r in records
                           if not r["missed"]]) * 1e3
+
+    def wire_s(applied: dict) -> float:   # UART time of this configuration's set + ACK exchange
+        ex = protocol.set_exchange_bytes(SurfaceConfig.from_dict(applied))
+        return protocol.wire_seconds(ex.request_bytes + ex.response_bytes, baud)
+
+    # the issue's yardstick: slot latency over the slowest surface's modelled wire time (no latch,
+    # no host work), next to the ratio over the measured apply
+    wire_ratio = np.array([r["latency_s"] / max(wire_s(r["agents"][a]["applied"]) for a in agents[1:])
+                           for r in records if not r["missed"] and r["latency_s"] is not None]) \
+        if driver == "emu" else np.array([])
     server_cpu = np.array([r["server_cpu_s"] for r in records]) * 1e3
     # The server thread's CPU per slot split at the last answer: inside the latency window (encode,
     # publish, hub forwarding, decode + validation of the answers) and after it (twin step, run
@@ -276,6 +289,7 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         "slots_per_s": float(1.0 / np.mean(walls)) if len(walls) else float("nan"),
         "missed": sum(len(r["missed"]) for r in records),
         "apply_p50": float(np.median(apply_ms)), "ratio_p50": float(np.median(ratio)) if driver == "emu" else None,
+        "wire_ratio_p50": float(np.median(wire_ratio)) if len(wire_ratio) else None,
         "wall_s": wall,
         # whole-process CPU per slot (all threads), over the measured slots
         **{f"proc_{g}": (v[1] - v[0]) / 1e6 / max(1, slots - 1 - warm) if len(v) == 2 else float("nan")
@@ -286,7 +300,8 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
     }
 
 
-def measure_cold_rejoin(bundle: Path, n_irs: int, work: Path, repeats: int) -> list[tuple[float, float | None]]:
+def measure_cold_rejoin(bundle: Path, n_irs: int, work: Path, repeats: int,
+                        board: tuple[int, str] = (10, "1,2,3")) -> list[tuple[float, float | None]]:
     """kill -9 of one surface daemon mid-run, restarted cold (no warm spare): seconds from the
     kill to the first slot the new process answers (and to its hello reaching the server: the
     process start, imports and bundle load). ZeroMQ, sim drivers, one slot every 20 ms."""
@@ -298,7 +313,7 @@ def measure_cold_rejoin(bundle: Path, n_irs: int, work: Path, repeats: int) -> l
              "period_ms = 20", f'runlog = "{work}/rejoin.jsonl"', "[transport]", 'kind = "zmq"',
              f"pub_port = {free_port()}", f"sub_port = {free_port()}"]
     for a in agents:
-        lines += ["[[agent]]", f'id = "{a}"'] + ([] if a == "bs0" else ['driver = "sim://?elements=10&bits=1,2,3"'])
+        lines += ["[[agent]]", f'id = "{a}"'] + ([] if a == "bs0" else [f'driver = "sim://?elements={board[0]}&bits={board[1]}"'])
     toml = work / "rejoin.toml"
     toml.write_text("\n".join(lines) + "\n")
     dep = load_deployment(toml)
@@ -363,6 +378,10 @@ def main() -> None:
     ap.add_argument("--drivers", default="sim,emu")
     ap.add_argument("--surfaces", type=int, default=4)
     ap.add_argument("--baud", type=int, default=921600)
+    ap.add_argument("--elements", type=int, default=10,
+                    help="elements per surface (the P1 preset's N = 10; e.g. 256 for a lab board like the public "
+                         "256-element one); the bench's untrained bundle is made for this size")
+    ap.add_argument("--bits", default="1,2,3", help="resolutions of the scenario and of every board, e.g. 1")
     ap.add_argument("--algo", default="maq-pg")
     ap.add_argument("--rejoin", type=int, default=3,
                     help="kill -9 / cold restart a surface daemon this many times and time its rejoin (0: skip)")
@@ -381,20 +400,22 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="ristwin-bench-") as tmp:
         work = Path(tmp)
-        bundle = make_bundle(work / "bundle", args.algo, args.surfaces)
+        bundle = make_bundle(work / "bundle", args.algo, args.surfaces, args.elements, args.bits)
         rows = []
         for kind in args.transports.split(","):
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
-                                       args.threads, args.profile_steady, not args.no_park))
-        rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin) if args.rejoin else []
+                                       args.threads, args.profile_steady, not args.no_park,
+                                       (args.elements, args.bits)))
+        rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin, (args.elements, args.bits)) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
-          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
+          f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'lat/wire p50':>12s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
           f"{'window/after/loop':>17s} {'proc CPU ms: agents/server/others':>33s} {'switches/slot: agents/server/others':>35s}")
     for r in rows:
         ratio = f"{r['ratio_p50']:.2f}" if r["ratio_p50"] is not None else "-"
+        wratio = f"{r['wire_ratio_p50']:.2f}" if r["wire_ratio_p50"] is not None else "-"
         print(f"{r['transport']:9s} {r['driver']:6s} {r['slots']:5d} {r['p50']:7.2f} {r['p99']:7.2f} "
-              f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s} "
+              f"{r['slots_per_s']:8.1f} {r['missed']:6d} {r['apply_p50']:12.3f} {ratio:>13s} {wratio:>12s} "
               f"{r['agent_cpu']:13.2f} {r['server_cpu']:13.2f} "
               f"{r['win_cpu']:>7.2f}/{r['after_cpu']:.2f}/{r['between_cpu']:.2f} "
               f"{r.get('proc_agents', float('nan')):>15.2f}/{r.get('proc_server', float('nan')):.2f}/"
@@ -409,9 +430,11 @@ def main() -> None:
     worst = {k: max((r["p99"] for r in rows if r["transport"] == k and r["driver"] == "sim"), default=float("nan"))
              for k in ("zmq", "zmq-ipc", "mqtt")}
     ratio = max((r["ratio_p50"] for r in rows if r["ratio_p50"] is not None), default=float("nan"))
-    print(f"summary: 1 BS + {args.surfaces} surfaces, sim drivers p99 zmq {worst['zmq']:.2f} ms (ipc "
+    wratio = max((r["wire_ratio_p50"] for r in rows if r["wire_ratio_p50"] is not None), default=float("nan"))
+    print(f"summary: 1 BS + {args.surfaces} surfaces of {args.elements} x {args.bits}-bit elements at {args.baud} "
+          f"baud, sim drivers p99 zmq {worst['zmq']:.2f} ms (ipc "
           f"{worst['zmq-ipc']:.2f}) / mqtt {worst['mqtt']:.2f} ms (targets 2 / 5 ms), emulated boards lat/apply "
-          f"{ratio:.2f} (target 1.2), load average {load:.1f} on {os.cpu_count()} cores")
+          f"{ratio:.2f} (lat/wire {wratio:.2f}; target 1.2), load average {load:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
