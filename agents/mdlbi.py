@@ -43,6 +43,11 @@ paper-literal outputs.
   entries poorly (K = 30: 4.3 bit/s/Hz learned vs 23 with the exact gradient); here it only
   has to rank K + 1 + L numbers. The map is parameter-free, so DDPG is unchanged; the numpy
   runtime repeats it (``agents.runtime.p2_local``).
+- claims "gain" (``algo.claim_head=gain``, project option, with the local head): the L claim
+  entries are thresholds; the BS claims the IRS whose value from its OWN CSI (``claim_value``: the
+  high-SNR rate gain of the user the local head co-phases) most exceeds its threshold, and that
+  value is an actor / critic input. The free scores made both BSs learn "never claim" after early
+  collisions; with values the claim is state dependent by construction (``agents.runtime.p2_claims``).
 
 Open values the paper leaves unspecified are named in ``MDLBIConfig`` (hidden sizes,
 exploration noise, warm-up, heads). The paper initializes w and Phi as identity; here the

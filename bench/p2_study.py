@@ -11,6 +11,8 @@
       # MDLBI's claims vs fixed vs per-slot-best association, all with MDLBI's own precoders
   python bench/p2_study.py heads --out runs/p2local --mobility-case 10 1    # untrained "local" head settings
   python bench/p2_study.py plot-mobility --inputs preset=runs/p2local/mobility-local-K10-L1.json --png docs/p2_mobility.png
+  python bench/p2_study.py convergence --out runs/p2claims/weak --steps 800 --algo-set precoder_head=local gain_features=true \
+      claim_head=gain --scenario-set pl_exp_bs_user=5.0     # claims from the own CSI vs a learned threshold
 
 Training runs are ordinary run directories (agents.training.Trainer, the code behind
 ``ristwin train``), so every number can be re-made with the CLI. Each phase prints a table
