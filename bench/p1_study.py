@@ -289,15 +289,15 @@ def physics_policies(env: P1Env, seed: int) -> dict:
             return _p1_action(env, head_beams(obs, c), full(*H_BR.shape[:2]), idx, on)
         return policy
 
-    def head_ca(c):
-        """The head's beams held, IRS phases by coordinate ascent on the true sum rate (full CSI):
-        what ideal IRS learners could add next to a head with exponent c."""
+    def head_ca(c, b=bits):
+        """The head's beams held, IRS phases by coordinate ascent on the true sum rate (full CSI), every
+        element ON at b bits: what ideal IRS learners could add next to a head with exponent c."""
         def policy(env, obs):
             H_BR, h_RU, h_BU = chans()
             V = head_beams(obs, c)
-            res = ref.coordinate_ascent_phases(H_BR, h_RU, h_BU, cfg.noise_w, cfg.p_max_w, bits,
+            res = ref.coordinate_ascent_phases(H_BR, h_RU, h_BU, cfg.noise_w, cfg.p_max_w, b,
                                                reprecode="never", V=V, sweeps=2)
-            return _p1_action(env, V, full(*H_BR.shape[:2]), res.phase_idx, res.on)
+            return _p1_action(env, V, torch.full(H_BR.shape[:2], b), res.phase_idx, res.on)
         return policy
 
     def mrt_eff_ca(env, obs):
@@ -319,6 +319,8 @@ def physics_policies(env: P1Env, seed: int) -> dict:
         "head c=2 + random IRS": head_random_irs(2.0),
         "head c=0 + CA phases": head_ca(0.0),
         "head c=2 + CA phases": head_ca(2.0),
+        # all ON at 2 bits spends 10 x 1 mW x 0.2 s = 2 units per slot < the 2.2 mean arrival: no energy penalty
+        "head c=2 + CA phases at 2 bits": head_ca(2.0, 2),
     }
 
 
