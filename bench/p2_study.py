@@ -9,6 +9,8 @@
   python bench/p2_study.py sweep --case 10 1 --scenario-set pl_exp_bs_user=5.0 ...         # a scenario variant
   python bench/p2_study.py mobility-local --out runs/p2local --mobility-case 10 1 --with-wmmse
       # MDLBI's claims vs fixed vs per-slot-best association, all with MDLBI's own precoders
+  python bench/p2_study.py claim-rules --out runs/p2claims/weak --mobility-case 10 1 --eval-episodes 2 --scenario-set pl_exp_bs_user=5.0
+      # hand-set thresholds of the gain claim head on the learned precoders (what a threshold rule reaches)
   python bench/p2_study.py heads --out runs/p2local --mobility-case 10 1    # untrained "local" head settings
   python bench/p2_study.py plot-mobility --inputs preset=runs/p2local/mobility-local-K10-L1.json --png docs/p2_mobility.png
   python bench/p2_study.py convergence --out runs/p2claims/weak --steps 800 --algo-set precoder_head=local gain_features=true \
@@ -309,6 +311,59 @@ def print_mobility_local(out: dict, window: int = 10) -> None:
           f"no IRS {no.mean():.2f} bit/s/Hz; claims change in {switch:.1%} of slots")
 
 
+def cmd_claim_rules(a: argparse.Namespace) -> None:
+    """Hand-set thresholds of the "gain" claim head (not learned) on each seed's learned precoders,
+    same episodes as mobility-local: what a decentralized rule over the own claim value v and the
+    overheard claim of the previous slot (rho) can reach. tau = threshold in bit/s/Hz; "yields":
+    99 where the other BS claimed last slot; "if idle": claims only where the other did not."""
+    from agents.bundle import load_bundle
+    from agents.mdlbi import claim_value
+
+    K, L = a.mobility_case
+    cfg = get_scenario("p2", **{**scenario_over(a), "n_users": K, "n_irs": L, "episode_steps": a.horizon})
+    const = lambda t: lambda rho: torch.full_like(rho, float(t))
+    rules: dict = {"learned": None}
+    for b in (0, 1):
+        for t in (2, 4, 6, 8):
+            rules[f"bs{b} 0.5 yields | other {t}"] = {b: lambda rho: 0.5 + 99 * rho, 1 - b: const(t)}
+        for t0 in (0.5, 2, 4):
+            for t1 in (1, 4):
+                rules[f"bs{b} {t0} | other {t1} if idle"] = {b: const(t0), 1 - b: (lambda t1: lambda rho: t1 + 99 * rho)(t1)}
+        rules[f"bs{b} 0.5 | other never"] = {b: const(0.5), 1 - b: const(99)}
+    res: dict = {n: [] for n in rules}
+    for s in a.seeds:
+        bundle = load_bundle(a.out / f"mdlbi-K{K}-L{L}-s{s}" / runs.BUNDLE_DIR)
+        env = P2Env(num_envs=a.eval_episodes, cfg=cfg)
+        actors = {aid: bundle.actor_for(aid) for aid in env.agent_ids}
+        for name, rule in rules.items():
+            obs, rates, owners, colls = env.reset(seed=1000 + s), [], [], []
+            for _ in range(a.horizon):
+                acts = {}
+                with torch.inference_mode():
+                    for m, (aid, actor) in enumerate(actors.items()):
+                        o, kw = torch.as_tensor(obs[aid]).float(), actor.arch_kwargs()
+                        c = None
+                        if rule is not None:
+                            v = claim_value(o, n_users=K, n_irs=L, n_antennas=env.Nb, n_elements=env.Nl,
+                                            refl_scale=kw["refl_scale"])
+                            c = torch.tanh(v - rule[m](o[:, -L:].double()))
+                        acts[aid] = actor.split(actor.joint(o)[:, 0], o, c)
+                r = env.step(acts)
+                rates.append(r.info["sum_rate"].double().numpy()), owners.append(r.info["owner"].numpy())
+                colls.append(r.info["collisions"].double().numpy())
+                obs = r.obs
+            own = np.stack(owners, 1)
+            res[name].append((np.stack(rates, 1).mean(), float(np.mean(colls)), float((own[:, 1:] != own[:, :-1]).any(-1).mean())))
+        print(f"  claim rules seed {s} done", flush=True)
+    print("rule                            mean   per seed               collisions/slot  owner changes")
+    for name, r in res.items():
+        x = np.array(r)
+        print(f"{name:30s} {x[:, 0].mean():6.2f}  " + " / ".join(f"{v:.2f}" for v in x[:, 0]) + f"   {x[:, 1].mean():.3f}   {x[:, 2].mean():.3f}")
+    best = max((n for n in res if n != "learned"), key=lambda n: np.mean([v[0] for v in res[n]]))
+    print(f"SUMMARY claim-rules: learned {np.mean([v[0] for v in res['learned']]):.2f}, best hand-set "
+          f"'{best}' {np.mean([v[0] for v in res[best]]):.2f} bit/s/Hz")
+
+
 def cmd_heads(a: argparse.Namespace) -> None:
     """Fixed (untrained) settings of the "local" head on each seed's evaluation episodes (as
     Trainer.evaluate draws them): equal power shares, and all power on the N_b own users with the
@@ -504,7 +559,7 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "mobility-local", "heads", "plot-mobility", "collisions", "plot", "report", "diagnose"))
+    ap.add_argument("phase", choices=("convergence", "sweep", "mobility", "mobility-local", "claim-rules", "heads", "plot-mobility", "collisions", "plot", "report", "diagnose"))
     ap.add_argument("--out", type=Path, default=Path("runs/p2study"))
     ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--num-envs", type=int, default=64)
@@ -531,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "mobility-local": cmd_mobility_local, "heads": cmd_heads, "plot-mobility": cmd_plot_mobility, "collisions": cmd_collisions, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
+    {"convergence": cmd_convergence, "sweep": cmd_sweep, "mobility": cmd_mobility, "mobility-local": cmd_mobility_local, "claim-rules": cmd_claim_rules, "heads": cmd_heads, "plot-mobility": cmd_plot_mobility, "collisions": cmd_collisions, "plot": cmd_plot, "report": cmd_report, "diagnose": cmd_diagnose}[a.phase](a)
 
 
 if __name__ == "__main__":
