@@ -45,6 +45,23 @@ async def connect_when_up(cfg: BusConfig, name: str):
             await asyncio.sleep(0.1)
 
 
+def blocking_hub() -> tuple[ZmqHub, BusConfig]:
+    """A hub forwarded only by its owner's loop (as the twin server hosts it) and the clients'
+    bus config for it."""
+    hub = ZmqHub(BusConfig(pub_port=0, sub_port=0), threaded=False).start()
+    return hub, BusConfig(pub_port=hub.pub_port, sub_port=hub.sub_port)
+
+
+async def hub_owner(hub: ZmqHub, prefix: str = "act/"):
+    """The hub owner's transport, started, and the list the topics it receives under ``prefix``
+    land in."""
+    own = hub.local_transport("twin")
+    await own.start()
+    got: list[str] = []
+    await own.subscribe(prefix, callback=lambda t, p: got.append(t))
+    return own, got
+
+
 class Broker:
     """One mosquitto process with a temp config; ``restart()`` keeps the port."""
 

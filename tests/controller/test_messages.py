@@ -87,15 +87,20 @@ def _valid_action_bytes() -> bytes:
     return m.encode(m.Action(7, "irs0", {"phase_idx": np.arange(8) % 4, "bits": np.array(2)}, cfg, {"decide_s": 1e-4}))
 
 
-@settings(max_examples=200, deadline=None)
-@given(cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4))
-def test_fuzz_truncated_and_corrupted_only_message_error(cut, flips):
+def _mangled_action(cut: int, flips) -> bytes:
+    """A valid action's bytes with (position, value) overwrites, then cut after ``cut`` bytes."""
     data = bytearray(_valid_action_bytes())
     for pos, val in flips:
         if pos < len(data):
             data[pos] = val
+    return bytes(data[:cut])
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4))
+def test_fuzz_truncated_and_corrupted_only_message_error(cut, flips):
     try:
-        m.decode(bytes(data[: min(cut, len(data))] if cut < len(data) else data))
+        m.decode(_mangled_action(cut, flips))
     except MessageError:
         pass
 
@@ -243,11 +248,7 @@ def test_peek_action_is_none_for_other_layouts():
 @settings(max_examples=300, deadline=None)
 @given(cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=3))
 def test_fuzz_peek_never_raises_and_agrees_with_decode(cut, flips):
-    data = bytearray(_valid_action_bytes())
-    for pos, val in flips:
-        if pos < len(data):
-            data[pos] = val
-    data = bytes(data[:cut] if cut < len(data) else data)
+    data = _mangled_action(cut, flips)
     peek = m.peek_action(data)
     try:
         msg = m.decode(data)

@@ -23,7 +23,7 @@ from controller.runlog import read_runlog
 from controller.transports import BusConfig
 from controller.transports.zmq_sync import ZmqSyncClient
 from controller.twin_server import ServerConfig, TwinServer
-from tests.controller.conftest import ZmqBus, connect_when_up, curve_buses, free_port
+from tests.controller.conftest import ZmqBus, blocking_hub, connect_when_up, curve_buses, free_port, hub_owner
 from tests.controller.test_runtime import AGENTS, SIM, publish_junk, reference_run
 
 
@@ -297,17 +297,11 @@ def test_blocking_collect_is_ignored_without_the_hub(mosquitto, p1_bundle, tmp_p
 def test_hub_transport_wait_returns_once_something_was_delivered():
     """HubTransport.wait (the server's blocking collect) must not sleep on the sockets after
     its first look already delivered a message: the slot may be complete."""
-    from controller.transports.zmq_bus import ZmqHub
-
-    hub = ZmqHub(BusConfig(pub_port=0, sub_port=0), threaded=False).start()
-    cfg = BusConfig(pub_port=hub.pub_port, sub_port=hub.sub_port)
+    hub, cfg = blocking_hub()
 
     async def main():
         loop = asyncio.get_running_loop()
-        own = hub.local_transport("twin")
-        await own.start()
-        got = []
-        await own.subscribe("act/", callback=lambda t, p: got.append(t))
+        own, got = await hub_owner(hub)
         client = ZmqSyncClient(cfg, "agent")
         await loop.run_in_executor(None, client.start)   # this loop pumps its probe meanwhile
         for fd in own._fds:                               # from here on only wait() forwards

@@ -9,6 +9,7 @@ import pytest
 
 from controller.transports import BusConfig, connect, topic_matches
 from controller.transports.zmq_bus import ZmqHub
+from tests.controller.conftest import blocking_hub, hub_owner
 from twin.errors import TransportError
 
 
@@ -224,8 +225,7 @@ def test_hub_owner_parks_peer_reports_until_release():
 
     from controller.transports.zmq_sync import ZmqSyncClient
 
-    hub = ZmqHub(BusConfig(pub_port=0, sub_port=0), threaded=False).start()
-    cfg = BusConfig(pub_port=hub.pub_port, sub_port=hub.sub_port)
+    hub, cfg = blocking_hub()
 
     def pump_until(own, cond, timeout=3.0):
         end = time.monotonic() + timeout
@@ -234,10 +234,7 @@ def test_hub_owner_parks_peer_reports_until_release():
 
     async def main():
         loop = asyncio.get_running_loop()
-        own = hub.local_transport("twin")
-        await own.start()
-        mine = []
-        await own.subscribe("act/", callback=lambda t, p: mine.append(t))
+        own, mine = await hub_owner(hub)
         peer, agent = ZmqSyncClient(cfg, "bs0"), ZmqSyncClient(cfg, "irs0")
         await loop.run_in_executor(None, peer.start)     # this loop pumps the probes meanwhile
         await loop.run_in_executor(None, agent.start)
