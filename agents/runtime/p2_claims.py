@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents.runtime.p2_local import unpack_observation
+
 
 def claim_value(obs: np.ndarray, *, n_users: int, n_irs: int, n_antennas: int, n_elements: int,
                 refl_scale: float) -> np.ndarray:
     """(B, obs_dim) -> v (B, L) float64 (see the module docstring)."""
-    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
-    x = obs.astype(np.float64)
-    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
-    parts, i = [], 0
-    for n in sizes:
-        parts.append(x[:, i:i + n])
-        i += n
-    d = (parts[0] + 1j * parts[1]).reshape(B, K, Nb)
-    G = (parts[2] + 1j * parts[3]).reshape(B, L, Nl, Nb)
-    h = (parts[4] + 1j * parts[5]).reshape(B, L, K, Nl)
-    own = parts[6] > 0.5
+    d, G, h, own = unpack_observation(obs, n_users=n_users, n_irs=n_irs, n_antennas=n_antennas,
+                                      n_elements=n_elements)
     amp = refl_scale * (np.abs(h) * np.linalg.norm(G, axis=-1)[:, :, None, :]).sum(-1)       # (B, L, K)
     dn = np.linalg.norm(d, axis=-1)                                                          # (B, K)
     link = np.where(own[:, None, :], np.square(np.abs(h)).sum(-1), -1.0)                     # (B, L, K)

@@ -13,14 +13,11 @@ import math
 import numpy as np
 
 
-def _unit_phase(x: np.ndarray) -> np.ndarray:
-    a = np.abs(x)
-    return np.where(a > 0, x / np.maximum(a, 1e-300), 1.0 + 0j)
-
-
-def local_precoders(obs: np.ndarray, q: np.ndarray, r: np.ndarray, c: np.ndarray, *, n_users: int, n_irs: int,
-                    n_antennas: int, n_elements: int, refl_scale: float, snr_ref: float, power_range: float,
-                    reg_range: float, align_iters: int) -> tuple[np.ndarray, np.ndarray]:
+def unpack_observation(obs: np.ndarray, *, n_users: int, n_irs: int, n_antennas: int,
+                       n_elements: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A BS's P2 observation (B, obs_dim) -> its direct CSI d (B, K, N_b), BS-IRS CSI G
+    (B, L, N_l, N_b), IRS-user CSI h (B, L, K, N_l), all complex128, and its own-user mask (B, K)
+    (the layout of ``twin.envs.p2``: real parts, then imaginary parts, per block)."""
     B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
     x = obs.astype(np.float64)
     sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
@@ -31,7 +28,19 @@ def local_precoders(obs: np.ndarray, q: np.ndarray, r: np.ndarray, c: np.ndarray
     d = (parts[0] + 1j * parts[1]).reshape(B, K, Nb)
     G = (parts[2] + 1j * parts[3]).reshape(B, L, Nl, Nb)
     h = (parts[4] + 1j * parts[5]).reshape(B, L, K, Nl)
-    own = parts[6] > 0.5
+    return d, G, h, parts[6] > 0.5
+
+
+def _unit_phase(x: np.ndarray) -> np.ndarray:
+    a = np.abs(x)
+    return np.where(a > 0, x / np.maximum(a, 1e-300), 1.0 + 0j)
+
+
+def local_precoders(obs: np.ndarray, q: np.ndarray, r: np.ndarray, c: np.ndarray, *, n_users: int, n_irs: int,
+                    n_antennas: int, n_elements: int, refl_scale: float, snr_ref: float, power_range: float,
+                    reg_range: float, align_iters: int) -> tuple[np.ndarray, np.ndarray]:
+    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
+    d, G, h, own = unpack_observation(obs, n_users=K, n_irs=L, n_antennas=Nb, n_elements=Nl)
     cd = c.astype(np.float64)
     l = cd.argmax(-1)
     rows = np.arange(B)
