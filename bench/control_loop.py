@@ -3,7 +3,8 @@
 Each configuration starts the bus (the twin server hosts the ZeroMQ hub; Mosquitto with
 ``set_tcp_nodelay true`` for MQTT), optionally one emulated board per surface
 (``ristwin board emulate --tcp``, wire-time model on), five ``ristwin agent`` processes,
-and runs the twin server in this process back to back (period 0). Slot latency = from the
+and runs the twin server in this process back to back (period 0; ``--period-ms`` paces it like a
+deployment's slot clock). Slot latency = from the
 server publishing the observations to the last action arriving (what the slot clock
 waits for); slots/s includes the twin's physics step and the run log.
 
@@ -125,7 +126,7 @@ def make_bundle(out: Path, algo: str, n_irs: int, n_elements: int = 10, bits: st
 
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
                profile: Path | None = None, show_threads: bool = False, steady: Path | None = None,
-               park: bool = True, board: tuple[int, str] = (10, "1,2,3")) -> dict:
+               park: bool = True, board: tuple[int, str] = (10, "1,2,3"), period_ms: float = 0.0) -> dict:
     from controller.deploy import load_deployment
     from drivers import protocol
     from twin.surface_config import SurfaceConfig
@@ -138,7 +139,7 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
     agents = ["bs0"] + [f"irs{i}" for i in range(n_irs)]
     lines = [
         "[deployment]", f'name = "bench"', f'bundle = "{bundle}"', "seed = 1", f"slots = {slots}",
-        "deadline_ms = 500", "period_ms = 0", f'runlog = "{work}/{kind}-{driver}.jsonl"', "",
+        "deadline_ms = 500", f"period_ms = {period_ms:g}", f'runlog = "{work}/{kind}-{driver}.jsonl"', "",
         "[transport]", f'kind = "{"mqtt" if kind == "mqtt" else "zmq"}"',
     ]
     try:
@@ -378,6 +379,9 @@ def main() -> None:
     ap.add_argument("--drivers", default="sim,emu")
     ap.add_argument("--surfaces", type=int, default=4)
     ap.add_argument("--baud", type=int, default=921600)
+    ap.add_argument("--period-ms", type=float, default=0.0,
+                    help="slot clock period (0: back to back, the most slots per second; a deployment's slot "
+                         "clock has a period, after which every daemon's post-slot work is done)")
     ap.add_argument("--elements", type=int, default=10,
                     help="elements per surface (the P1 preset's N = 10; e.g. 256 for a lab board like the public "
                          "256-element one); the bench's untrained bundle is made for this size")
@@ -406,7 +410,7 @@ def main() -> None:
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
                                        args.threads, args.profile_steady, not args.no_park,
-                                       (args.elements, args.bits)))
+                                       (args.elements, args.bits), args.period_ms))
         rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin, (args.elements, args.bits)) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
           f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'lat/wire p50':>12s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
