@@ -280,11 +280,7 @@ class AgentDaemon:
     # ---- the slot -------------------------------------------------------------------------
 
     def _local_obs(self, obs: np.ndarray) -> np.ndarray:
-        if type(obs) is not np.ndarray or obs.dtype != np.float32:
-            # (a decoded float32 array is kept as is: its dtype equals but need not *be* numpy's
-            # float32 instance, and then asarray returns a view, which would defeat the share's
-            # reuse of the received bytes below)
-            obs = np.asarray(obs, dtype=np.float32)
+        obs = np.asarray(obs, dtype=np.float32)   # a decoded float32 array comes back as is
         if self._board_energy:
             try:
                 energy_j = self.driver.status().energy_j
