@@ -115,6 +115,22 @@ def _unit_phase(x: torch.Tensor) -> torch.Tensor:
     return torch.where(a > 0, x / a.clamp_min(1e-300), torch.ones_like(x))
 
 
+def unpack_bs_observation(obs: torch.Tensor, *, n_users: int, n_irs: int, n_antennas: int,
+                          n_elements: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A BS's P2 observation (B, obs_dim) -> its direct CSI d (B, K, N_b) (h_BU rows / a_BU),
+    BS-IRS CSI G (B, L, N_l, N_b) (H_BI / a_BI), IRS-user CSI h (B, L, K, N_l) (h_IU / a_IU),
+    complex128, and its own-user mask (B, K) (``twin.envs.p2`` layout; the numpy twin is
+    ``agents.runtime.p2_local.unpack_observation``)."""
+    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
+    x = obs.to(torch.float64)
+    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
+    p = torch.split(x[:, :sum(sizes)], sizes, dim=1)
+    d = torch.complex(p[0], p[1]).view(B, K, Nb)
+    G = torch.complex(p[2], p[3]).view(B, L, Nl, Nb)
+    h = torch.complex(p[4], p[5]).view(B, L, K, Nl)
+    return d, G, h, p[6] > 0.5
+
+
 def local_precoders(obs: torch.Tensor, q: torch.Tensor, r: torch.Tensor, c: torch.Tensor, *, n_users: int, n_irs: int,
                     n_antennas: int, n_elements: int, refl_scale: float, snr_ref: float, power_range: float,
                     reg_range: float, align_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,13 +150,7 @@ def local_precoders(obs: torch.Tensor, q: torch.Tensor, r: torch.Tensor, c: torc
        sqrt(D_k). W is then divided by its largest entry (the env renormalizes to P_max).
     """
     B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
-    x = obs.to(torch.float64)
-    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
-    parts = torch.split(x[:, :sum(sizes)], sizes, dim=1)
-    d = torch.complex(parts[0], parts[1]).view(B, K, Nb)              # h_BU rows / a_BU
-    G = torch.complex(parts[2], parts[3]).view(B, L, Nl, Nb)          # H_BI / a_BI
-    h = torch.complex(parts[4], parts[5]).view(B, L, K, Nl)           # h_IU / a_IU
-    own = parts[6] > 0.5                                              # (B, K)
+    d, G, h, own = unpack_bs_observation(obs, n_users=K, n_irs=L, n_antennas=Nb, n_elements=Nl)
     cd = c.to(torch.float64)
     l = cd.argmax(-1)                                                 # (B,)
     claimed = cd.gather(1, l[:, None]).squeeze(1) > 0                 # (B,)
@@ -211,14 +221,8 @@ def claim_value(obs: torch.Tensor, *, n_users: int, n_irs: int, n_antennas: int,
     ||H_BI,l,n,:|| (the co-phased reflected amplitude, an upper bound) and d the user's direct
     channel: the rate that user gains with the IRS at high SNR. 0 without own users.
     ``agents.runtime.p2_claims.claim_value`` is the numpy twin."""
-    B, K, L, Nb, Nl = obs.shape[0], n_users, n_irs, n_antennas, n_elements
-    x = obs.to(torch.float64)
-    sizes = [K * Nb, K * Nb, L * Nl * Nb, L * Nl * Nb, L * K * Nl, L * K * Nl, K]
-    p = torch.split(x[:, :sum(sizes)], sizes, dim=1)
-    d = torch.complex(p[0], p[1]).view(B, K, Nb)
-    G = torch.complex(p[2], p[3]).view(B, L, Nl, Nb)
-    h = torch.complex(p[4], p[5]).view(B, L, K, Nl)
-    own = p[6] > 0.5
+    d, G, h, own = unpack_bs_observation(obs, n_users=n_users, n_irs=n_irs, n_antennas=n_antennas,
+                                         n_elements=n_elements)
     amp = refl_scale * (h.abs() * torch.linalg.vector_norm(G, dim=-1).unsqueeze(2)).sum(-1)   # (B, L, K)
     dn = torch.linalg.vector_norm(d, dim=-1)                                                    # (B, K)
     link = torch.where(own.unsqueeze(1), h.abs().square().sum(-1), torch.full_like(amp, -1.0))
