@@ -52,9 +52,6 @@ from twin.surface_config import SurfaceConfig
 _NONE = np.zeros(0, np.int64)  # "no mismatched element", shared by every verified apply
 _NONE.flags.writeable = False
 _LATCH_ACK = p.LatchAck._ST
-# LatchAck's fields as a plain named tuple: the apply path builds one per apply, and a frozen
-# dataclass costs ~3x as much to construct.
-_Latch = collections.namedtuple("_Latch", "latched latch_id readback_crc")
 _log = logging.getLogger("drivers.serial")  # DEBUG: every frame in hex, for bring-up of new firmware
 _KNOWN = {"baud", "timeout_ms", "retries", "reconnect_ms", "verify"}
 _T = p.MsgType
@@ -499,7 +496,7 @@ class SerialDriver(SurfaceDriver):
     def _transfer(
         self, mtype: int, config: SurfaceConfig, prefix: bytes, image: bytes | None = None,
         image_crc: int | None = None,
-    ) -> _Latch:
+    ) -> p.LatchAck:
         """Send a whole image (chunked, staged, latched on the last chunk) and return its ACK.
 
         With ``image_crc`` and a known latch counter, each chunk's ACK is predicted (protocol
@@ -527,9 +524,7 @@ class SerialDriver(SurfaceDriver):
                     else:
                         expect = _LATCH_ACK.pack(1, (lid + 1) & 0xFFFFFFFF, image_crc)
                     body = self._request(mtype, payload, flags, expect_body=expect)
-                if len(body) != _LATCH_ACK.size:
-                    raise p.PayloadError(f"expected {_LATCH_ACK.size} bytes, got {len(body)}")
-                ack = _Latch._make(_LATCH_ACK.unpack(body))  # = p.LatchAck.unpack(body), cheaper
+                ack = p.LatchAck.unpack(body)
                 if ack.latched and mtype == _T.SET_CONFIG:
                     self._latch_id = ack.latch_id
                 return ack
@@ -551,7 +546,7 @@ class SerialDriver(SurfaceDriver):
                 return self._settle(config, known, f"{exc} (chunk {i + 1}/{len(payloads)})")
         return self._settle(config, known, f"{_T(mtype).name}: transfer restarted 3 times (board rebooting?)")
 
-    def _settle(self, config: SurfaceConfig, known: int | None, why: str) -> _Latch:
+    def _settle(self, config: SurfaceConfig, known: int | None, why: str) -> p.LatchAck:
         """After a failed transfer, find out from a readback whether the board latched.
 
         Latched (its latch counter moved, or it holds exactly the request): return an ACK
@@ -563,7 +558,7 @@ class SerialDriver(SurfaceDriver):
         except DriverError:
             raise ApplyError(f"{why}; the board's latched state is UNKNOWN (no readback possible)", config, None) from None
         if latched == config or (known is not None and self._latch_id != known):
-            return _Latch(True, self._latch_id or 0, p.image_crc(latched))
+            return p.LatchAck(True, self._latch_id or 0, p.image_crc(latched))
         raise ApplyError(
             f"{why}; readback shows the board does not hold the request (latch counter "
             f"{'unchanged' if known is not None else 'unknown after a reboot'}); .latched is what it holds",
