@@ -124,6 +124,27 @@ def make_bundle(out: Path, algo: str, n_irs: int, n_elements: int = 10, bits: st
                          env.observation_spaces, env.action_spaces)
 
 
+def window_path(records: list[dict]) -> dict[str, float]:
+    """Where each slot's latency went, along the path of its last answer (medians, ms): "out" =
+    the server's clock start to that daemon decoding its observation (publish, hub, both
+    ZeroMQ I/O threads, the wake-up), "work" = its local observation to its answer (decide,
+    apply: the serial exchange with a board), "back" = its answer to the server seeing it
+    (encode, send, both I/O threads, the server's wake-up). Out and back are the bus: with the
+    scheduler's queueing on a loaded machine, not just the wire."""
+    out, work, back = [], [], []
+    for r in records:
+        answered = [e for e in r["agents"].values() if "arrived_s" in e and "wall_s" in e.get("timing", {})]
+        if len(answered) != len(r["agents"]):
+            continue
+        last = max(answered, key=lambda e: e["arrived_s"])
+        t = last["timing"]
+        out.append(t["recv_lag_s"])
+        work.append(t["wall_s"])
+        back.append(last["arrived_s"] - t["recv_lag_s"] - t["wall_s"])
+    med = (lambda v: float(np.median(v)) * 1e3 if v else float("nan"))
+    return {"out": med(out), "work": med(work), "back": med(back)}
+
+
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
                profile: Path | None = None, show_threads: bool = False, steady: Path | None = None,
                park: bool = True, board: tuple[int, str] = (10, "1,2,3"), period_ms: float = 0.0) -> dict:
@@ -275,6 +296,7 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                            for r in records if not r["missed"] and r["latency_s"] is not None]) \
         if driver == "emu" else np.array([])
     server_cpu = np.array([r["server_cpu_s"] for r in records]) * 1e3
+    path = window_path(records)
     # The server thread's CPU per slot split at the last answer: inside the latency window (encode,
     # publish, hub forwarding, decode + validation of the answers) and after it (twin step, run
     # log, metrics); "between" = from one slot's end to the next one's start (the event loop).
@@ -291,7 +313,7 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         "missed": sum(len(r["missed"]) for r in records),
         "apply_p50": float(np.median(apply_ms)), "ratio_p50": float(np.median(ratio)) if driver == "emu" else None,
         "wire_ratio_p50": float(np.median(wire_ratio)) if len(wire_ratio) else None,
-        "wall_s": wall,
+        "wall_s": wall, "path": path,
         # whole-process CPU per slot (all threads), over the measured slots
         **{f"proc_{g}": (v[1] - v[0]) / 1e6 / max(1, slots - 1 - warm) if len(v) == 2 else float("nan")
            for g, v in cpu.items()},
@@ -394,6 +416,9 @@ def main() -> None:
     ap.add_argument("--profile-steady", type=Path, default=None,
                     help="write cProfile stats (thread CPU) of the server over the measured slots only into DIR, "
                          "and have the daemons do the same (RISTWIN_DAEMON_PROFILE)")
+    ap.add_argument("--keep-logs", type=Path, default=None,
+                    help="copy each configuration's run log (per slot: every answer's timing and arrival "
+                         "in the window) into DIR, e.g. for bench/slot_timeline.py")
     ap.add_argument("--no-park", action="store_true",
                     help="the server's hub forwards the agents' act/ and share/ reports to their peers at once "
                          "instead of when the slot closes (ServerConfig.park_peer_reports=False)")
@@ -411,6 +436,9 @@ def main() -> None:
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
                                        args.threads, args.profile_steady, not args.no_park,
                                        (args.elements, args.bits), args.period_ms))
+                if args.keep_logs is not None:
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(work / f"{kind}-{drv}.jsonl", args.keep_logs / f"{kind}-{drv}.jsonl")
         rejoin = measure_cold_rejoin(bundle, args.surfaces, work, args.rejoin, (args.elements, args.bits)) if args.rejoin else []
     print(f"{'transport':9s} {'driver':6s} {'slots':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'slots/s':>8s} "
           f"{'missed':>6s} {'apply p50 ms':>12s} {'lat/apply p50':>13s} {'lat/wire p50':>12s} {'agents CPU ms':>13s} {'server CPU ms':>13s} "
@@ -426,6 +454,10 @@ def main() -> None:
               f"{r.get('proc_others', float('nan')):.2f} "
               f"{r.get('csw_agents', float('nan')):>17.1f}/{r.get('csw_server', float('nan')):.1f}/"
               f"{r.get('csw_others', float('nan')):.1f}")
+    print("last answer's path per slot, p50 ms (out: server -> daemon; work: observation -> answer; "
+          "back: answer -> server): " + "; ".join(
+              f"{r['transport']}+{r['driver']} {r['path']['out']:.2f} / {r['path']['work']:.2f} / {r['path']['back']:.2f}"
+              for r in rows))
     if rejoin:
         print(f"cold restart after kill -9 (no spare), kill -> first answered slot: "
               f"{', '.join(f'{t:.2f}' for t, _ in rejoin)} s (target < 2 s; of which kill -> hello: "

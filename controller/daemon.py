@@ -310,7 +310,8 @@ class AgentDaemon:
         applied = self._apply(action, obs) if self.status != "safe" else self.safe_config
         t2 = time.perf_counter()
         timing = {"decide_s": t1 - t0, "apply_s": t2 - t_apply, "recv_lag_s": recv_lag,
-                  "cpu_s": time.thread_time() - cpu0}   # decode + decide + share + apply, this thread's CPU
+                  "cpu_s": time.thread_time() - cpu0,   # decode + decide + share + apply, this thread's CPU
+                  "wall_s": time.perf_counter() - t0}   # local observation to answer: on-CPU and not
         return self._encode(m.Action(msg.slot, self.agent, action, applied, timing))
 
     def _share_body(self, msg: m.Observation, obs: np.ndarray, received: bytes | None = None) -> bytes | None:
@@ -321,10 +322,11 @@ class AgentDaemon:
             return received
         return self._encode(m.Observation(msg.slot, self.agent, obs, msg.deadline, msg.sent_at))
 
-    def _answered(self, msg: m.Observation) -> None:
+    def _answered(self, msg: m.Observation, absorb: bool = True) -> None:
         self.last_slot = msg.slot
         self.counters["answered"] += 1
-        self._absorb_peers()
+        if absorb:
+            self._absorb_peers()
 
     async def _answer(self, msg: m.Observation, cpu0: float, received: bytes | None = None) -> None:
         decided = self._decide(msg)
@@ -526,6 +528,10 @@ class AgentDaemon:
             wake_at = next_hb if self._welcomed.is_set() else min(next_hb, state.hello_due)
             if not client.wait(wake_at - time.monotonic()):
                 state.drain()
+                if client.quiet_pending():   # the peers' reports of the slot just closed
+                    self._peer_raw.extend(client.drain_quiet())
+                    client.arm_quiet(False)
+                    self._absorb_peers()
                 continue
             newest: bytes | None = None
             for topic, payload in client.drain():
@@ -560,9 +566,11 @@ class AgentDaemon:
         share_body = self._share_body(msg, decided[0], received)
         self._send_now(client, self._act_topic, act_body)
         self._send_now(client, self._share_topic, share_body)
-        if self._quiet_peers:
-            self._peer_raw.extend(client.drain_quiet())
-        self._answered(msg)
+        # The peers' reports of this slot come when it closes (the server's hub holds them till
+        # then): they wake this thread between slots (_sync_loop), so decoding them stays out of
+        # every latency window; the other daemons may still be answering now.
+        client.arm_quiet()
+        self._answered(msg, absorb=False)
 
     def _send_now(self, client, topic: str, body: bytes | None) -> None:
         if body is None:

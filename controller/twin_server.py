@@ -183,6 +183,7 @@ class TwinServer:
         self._got: dict[str, m.Action] = {}      # validated answers of the open slot
         self._pending: dict[str, list[bytes | m.Action]] = {}   # parked answers, validated by _settle
         self._answered: set[str] = set()           # agents with a parked or validated answer
+        self._arrived: dict[str, float] = {}       # agent -> when its first answer to the open slot came
         self._act_topic = {a: f"act/{a}" for a in cfg.agents}
         self._obs_topic = {a: f"obs/{a}" for a in cfg.agents}
         self._all_in_at: float | None = None
@@ -301,6 +302,8 @@ class TwinServer:
 
     def _answered_one(self, agent: str) -> None:
         self._answered.add(agent)
+        if agent not in self._arrived:
+            self._arrived[agent] = time.time()
         if self._all_in_at is None and len(self._answered) == len(self._agent_set):
             self._all_in_at = time.time()
             self._all_in_cpu = time.thread_time()   # the server's CPU inside the latency window ends here
@@ -362,7 +365,7 @@ class TwinServer:
         cpu0 = time.thread_time()
         deadline = t0 + self.cfg.deadline_s
         self._open_slot, self._got, self._all_in_at, self._all_in_cpu = slot, {}, None, None
-        self._pending, self._answered = {}, set()
+        self._pending, self._answered, self._arrived = {}, set(), {}
         self._all_in = None if self._blocking_wait else asyncio.get_running_loop().create_future()
         # Each observation goes out as soon as it is encoded, longest job first (``_fanout``): the
         # agent with the most to do starts ~10 us per agent earlier than if all were encoded
@@ -409,6 +412,9 @@ class TwinServer:
             if agent in proposed:
                 action = proposed[agent]
                 entry["timing"] = msg.timing
+                arrived = self._arrived.get(agent)
+                if arrived is not None:
+                    entry["arrived_s"] = arrived - t0   # where in the latency window this answer came
                 self._work_s[agent] = msg.timing.get("decide_s", 0.0) + msg.timing.get("apply_s", 0.0)
                 self.last_action[agent] = action
                 if msg.applied is not None:

@@ -47,6 +47,8 @@ class ZmqSyncClient:
         self._topics_ok: set[str] = set()          # topics already validated (publish)
         self._pending: list[tuple[str, bytes]] = []   # delivered while a probe was waited for
         self._quiet: zmq.Socket | None = None
+        self._quiet_fd = -1
+        self._quiet_armed = False                   # the quiet socket also ends wait() (arm_quiet)
         self._quiet_prefixes: list[str] = []
         self._quiet_queue: list[tuple[str, bytes]] = []
         self._probe_seq = 0
@@ -101,12 +103,30 @@ class ZmqSyncClient:
         if self._quiet is None:
             self._quiet = self._socket(zmq.SUB)
             self._quiet.connect(self.endpoints[1])
+            self._quiet_fd = self._quiet.getsockopt(zmq.FD)
         for prefix in prefixes:
             validate_topic(prefix, prefix=True)
             self._quiet_prefixes.append(prefix)
             self._quiet.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
         self._quiet_matched.clear()
-        self._probe(timeout, self._quiet, self._quiet.getsockopt(zmq.FD))
+        self._probe(timeout, self._quiet, self._quiet_fd)
+
+    def arm_quiet(self, armed: bool = True) -> None:
+        """While armed, a message on the quiet socket also ends :meth:`wait` (which then returns
+        False with :meth:`quiet_pending` True). A daemon arms it once its answer is out, so the
+        peers' reports wake it when they come, between slots, and disarms it when it has read
+        them: they are then absorbed outside the next slot's latency window, not inside it."""
+        if self._quiet is None or self._closed or armed == self._quiet_armed:
+            return
+        if armed:
+            self._poll.register(self._quiet_fd, select.POLLIN)
+        else:
+            self._poll.unregister(self._quiet_fd)
+        self._quiet_armed = armed
+
+    def quiet_pending(self) -> bool:
+        """The quiet socket is armed and has a message queued (reading ZMQ_EVENTS re-arms its fd)."""
+        return self._quiet_armed and (bool(self._quiet_queue) or bool(self._quiet.getsockopt(_EVENTS) & _POLLIN))
 
     def _probe(self, timeout: float, sock: zmq.Socket, fd: int) -> None:
         """Round-trip a private message through the hub to ``sock`` (see ``ZmqTransport._probe``)."""
@@ -162,17 +182,20 @@ class ZmqSyncClient:
         return bool(self._pending) or bool(self._sub.getsockopt(_EVENTS) & _POLLIN)
 
     def wait(self, timeout: float) -> bool:
-        """Block until a message is queued, a watched fd is readable, or ``timeout`` seconds
-        passed; True when a message is queued. One ``poll`` system call per wake-up."""
+        """Block until a message is queued, a watched fd is readable, an armed quiet socket has a
+        message, or ``timeout`` seconds passed; True when a message is queued on the SUB socket
+        (it comes first). One ``poll`` system call per wake-up."""
         end = time.monotonic() + max(0.0, timeout)
         while True:
             if self.readable():
                 return True
+            if self.quiet_pending():
+                return False
             left = end - time.monotonic()
             if left <= 0:
                 return False
             events = self._poll.poll(max(1, int(left * 1000 + 0.999)))
-            if any(fd != self._sub_fd for fd, _ in events):
+            if any(fd != self._sub_fd and fd != self._quiet_fd for fd, _ in events):
                 return self.readable()   # a watched fd: let the caller look (stop, signal)
 
     def drain(self) -> list[tuple[str, bytes]]:

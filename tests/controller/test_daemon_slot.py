@@ -22,7 +22,7 @@ SIM = "sim://?elements=10&bits=1,2,3"
 
 
 class Recorder:
-    """The part of ZmqSyncClient a slot uses: publish, drain_quiet."""
+    """The part of ZmqSyncClient a slot uses: publish, arm_quiet."""
 
     def __init__(self) -> None:
         self.sent: dict[str, bytes] = {}
@@ -30,8 +30,8 @@ class Recorder:
     def publish(self, topic: str, body: bytes) -> None:
         self.sent[topic] = body
 
-    def drain_quiet(self) -> list:
-        return []
+    def arm_quiet(self, armed: bool = True) -> None:
+        self.armed = armed
 
 
 def daemon(bundle, agent="irs0", driver=SIM) -> AgentDaemon:

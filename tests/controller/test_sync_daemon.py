@@ -224,6 +224,25 @@ def test_sync_client_prefix_rule_and_quiet_socket():
         assert [t for t, _ in got] == ["obs/irs1", "obs/irs1/x"]
         assert not receiver.wait(0.1)                               # act/irs0 did not wake the poll ...
         assert receiver.drain_quiet() == [("act/irs0", b"act/irs0")]   # ... it waited on the quiet socket
+        # Armed, the quiet socket ends wait() too (False: no slot traffic), and the SUB comes first.
+        receiver.arm_quiet()
+        t0 = time.monotonic()
+        assert not receiver.wait(0.2) and not receiver.quiet_pending()   # nothing queued: a timeout
+        assert time.monotonic() - t0 >= 0.15
+        sender.publish("act/irs2", b"late")
+        t0 = time.monotonic()
+        assert not receiver.wait(5.0) and receiver.quiet_pending()
+        assert time.monotonic() - t0 < 2.0                              # woken by it, not the timeout
+        sender.publish("obs/irs1", b"next")
+        time.sleep(0.2)
+        assert receiver.wait(5.0)                                      # both queued: slot traffic first ...
+        assert receiver.drain() == [("obs/irs1", b"next")]
+        assert receiver.drain_quiet() == [("act/irs2", b"late")]        # ... then the reports
+        receiver.arm_quiet(False)
+        sender.publish("act/irs3", b"x")
+        time.sleep(0.2)
+        assert not receiver.wait(0.1) and not receiver.quiet_pending()   # disarmed: queued, not waking
+        assert receiver.drain_quiet() == [("act/irs3", b"x")]
         with pytest.raises(Exception, match="topic"):
             sender.publish("bad topic", b"")
         sender.close()
