@@ -8,7 +8,9 @@ match is narrowed client-side), which is what lets one test suite cover both.
 
 ``subscribe`` returns only once the subscription is live on the bus (ZeroMQ: a probe round
 trip through the hub; MQTT: the broker's SUBACK), so a daemon that has subscribed and then
-said hello cannot lose the first slot to the slow-joiner effect.
+said hello cannot lose the first slot to the slow-joiner effect. (ZeroMQ publishers filter
+on the hub's upstream subscriptions: a prefix that neither the twin server nor any earlier
+subscriber wanted reaches the other publishers just after the probe, see ``zmq_bus``.)
 """
 
 from __future__ import annotations

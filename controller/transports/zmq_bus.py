@@ -3,11 +3,19 @@
 The hub is two sockets and ``zmq.proxy`` in a background thread (C code, no GIL), hosted by
 the twin server or run on its own. Every client connects one PUB to the hub's XSUB port and
 one SUB to its XPUB port, so any process can publish to and subscribe from any other with
-one well-known address, like the MQTT broker. The hub subscribes upstream to everything,
-so publishers never filter on a subscription they have not heard of yet; the only filter
-is at the XPUB side, and a client's probe round trip (own subscription, own publish, own
-receive) proves that all of its earlier subscriptions reached it: subscriptions of one
-socket travel in order. That closes the slow-joiner window before the first slot.
+one well-known address, like the MQTT broker.
+
+Subscriptions travel upstream, as in any XSUB/XPUB proxy: the hub subscribes to what its
+subscribers and its own process want, and every publisher's PUB socket filters on that, so
+a report nobody listens to (e.g. ``share/`` in a P1 run without a monitor) is dropped in the
+publisher's own thread instead of crossing two I/O threads, the hub and the twin server's
+latency window. A client's probe round trip (own subscription, own publish, own receive)
+proves that all of its earlier subscriptions reached the hub, and its own PUB: subscriptions
+of one socket travel in order, and the hub passes them on in order. That closes the
+slow-joiner window before the first slot for everything the twin server subscribes to
+(``act/``, ``hb/``, ``hello/``: every publisher has those from its first connection on); a
+subscriber that joins a stream nobody else wanted (a monitor of ``share/``) may miss what
+other publishers send while its subscription is on its way to them, well under a slot.
 
 CURVE: with keys configured, both hub sockets are CURVE servers and a ZAP handler accepts
 only the client public keys found in ``curve_allowed_dir``; refused handshakes are counted.
@@ -182,7 +190,6 @@ class ZmqHub:
             back.close(0)
             self.close()
             raise TransportError(f"transport: hub cannot bind on {host} ({exc}); is another hub running?") from None
-        front.send(b"\x01")  # subscribe upstream to everything (see module docstring)
         mons = [front.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                          | zmq.EVENT_HANDSHAKE_FAILED_AUTH),
                 back.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -640,7 +647,12 @@ class HubTransport(Transport):
         self._schedule_pump()
 
     async def _subscribe_remote(self, prefix: str) -> None:
-        # Every publish passes through this process: a subscription is live at once.
+        # Every publish passes through this process: a subscription is live once the publishers
+        # send the prefix, i.e. once the hub subscribes to it upstream (see the module docstring).
+        # Publishers that connect later get it from libzmq with the hub's other subscriptions.
+        raw = prefix.encode("ascii")
+        if raw not in self._families:
+            self.hub.front.send(b"\x01" + raw)
         self._families = tuple(sorted({sub.prefix.encode("ascii") for sub in self._subs}))
 
     async def close(self) -> None:

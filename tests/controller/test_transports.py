@@ -270,3 +270,65 @@ def test_hub_owner_parks_peer_reports_until_release():
     assert [t for t, _ in held] == ["hb/irs0"]           # the peer only what is not a report
     assert [t for t, _ in seen] == ["hb/irs0", "act/irs0", "share/irs0", "act/irs0", "act/irs0"]
     assert seen[-1][1] == b"after"
+
+
+def test_publishers_send_only_what_someone_subscribed_to():
+    """Subscriptions travel upstream: a report nobody subscribed to (share/ without a monitor)
+    never leaves its publisher, so it never reaches the hub; once a client subscribes to it,
+    it flows. The hub owner's own prefixes hold for every publisher from its first connection."""
+    import time
+
+    from controller.transports.zmq_sync import ZmqSyncClient
+
+    hub, cfg = blocking_hub()
+
+    def pump_until(own, cond, timeout=3.0):
+        end = time.monotonic() + timeout
+        while not cond() and time.monotonic() < end:
+            own.wait(0.02)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        own, mine = await hub_owner(hub)                 # the twin server: act/ only
+        agent = ZmqSyncClient(cfg, "irs0")
+        await loop.run_in_executor(None, agent.start)
+        for fd in own._fds:                              # from here on only wait() forwards
+            loop.remove_reader(fd)
+        own.hold()                                       # parked: what reached the hub, in order
+        agent.publish("share/irs0", b"nobody listens")
+        agent.publish("act/irs0", b"a1")
+        pump_until(own, lambda: len(mine) == 1)
+        before = [head.bytes for head, _ in own._parked]
+        monitor = ZmqSyncClient(cfg, "monitor")
+        fut = loop.run_in_executor(None, lambda: (monitor.start(), monitor.subscribe("share/")))
+        while not fut.done():                            # pump the monitor's probes
+            own.wait(0.01)
+            await asyncio.sleep(0)
+        await fut
+        sent = 0
+        end = time.monotonic() + 3.0
+        while not any(h.bytes == b"share/irs0" for h, _ in own._parked) and time.monotonic() < end:
+            agent.publish("share/irs0", b"wanted")       # until the subscription reached the agent
+            sent += 1
+            pump_until(own, lambda: False, timeout=0.02)
+        after = [head.bytes for head, _ in own._parked]
+        own.release()
+        got = []
+        end = time.monotonic() + 3.0
+        while not got and time.monotonic() < end:
+            own.wait(0.02)
+            if monitor.wait(0.01):
+                got += monitor.drain()
+        agent.close()
+        monitor.close()
+        await own.close()
+        return mine, before, after, got
+
+    try:
+        mine, before, after, got = asyncio.run(main())
+    finally:
+        hub.close()
+    assert mine == ["act/irs0"]
+    assert before == [b"act/irs0"]                       # the unwanted share never reached the hub
+    assert after.count(b"share/irs0") >= 1 and after[0] == b"act/irs0"
+    assert got and got[0] == ("share/irs0", b"wanted")
