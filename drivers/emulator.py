@@ -15,6 +15,7 @@ import os
 import pty
 import select
 import socket
+import struct
 import threading
 import time
 import tty
@@ -315,6 +316,10 @@ class BoardCore:
 
 # ------------------------------------------------------------------------------ the link
 
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)   # Linux (also SCM_TIMESTAMPNS, the ancillary type)
+_TIMESPEC = struct.Struct("@qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
 
 def _fine_timer_slack() -> None:
     """Ask Linux to wake this thread's sleeps within 1 us of their deadline (the default
@@ -508,22 +513,38 @@ class BoardEmulator:
     def _accept(self) -> None:
         conn, _ = self._listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:   # the kernel stamps each segment's arrival: the wire clock starts then (see _read)
+            conn.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except (OSError, TypeError):
+            pass   # no receive timestamps here: the wire clock starts when the bytes are read
         if self._client is not None:  # a re-plugged host replaces the old connection
             self._client.close()
         self._client = conn
         self._decoder.reset()
 
-    def _read(self) -> bytes:
+    def _read(self) -> tuple[bytes, float | None]:
+        """The bytes waiting and, over TCP, when the kernel received them (monotonic clock).
+
+        That moment is when the host wrote them, and so when they started to occupy the
+        line: counting the wire time from it, rather than from when this process got round
+        to reading them, keeps the emulator's own wake-up latency out of the modelled link
+        (four emulators and their hosts share two cores in the control-loop bench; a real
+        board's MCU does not wait for a host CPU)."""
+        stamp = None
         try:
             if self._listener is None:
-                return os.read(self._master, 65536)
-            data = self._client.recv(65536)
+                return os.read(self._master, 65536), None
+            data, ancillary, _, _ = self._client.recvmsg(65536, _STAMP_SPACE)
+            for level, kind, raw in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= 16:
+                    sec, nsec = _TIMESPEC.unpack_from(raw)
+                    stamp = sec + nsec * 1e-9 - (time.time() - time.monotonic())
         except OSError:
             data = b""
         if not data and self._client is not None:
             self._client.close()
             self._client = None
-        return data
+        return data, stamp
 
     def _write(self, data: bytes) -> None:
         try:
@@ -535,9 +556,11 @@ class BoardEmulator:
             pass  # the host went away; like a UART, the board does not notice
 
     def _receive(self, now: float) -> None:
-        data = self._read()
+        data, arrived = self._read()
         if not data:
             return
+        if arrived is not None and arrived < now:
+            now = arrived
         # The bytes occupy the line for their wire time even if a fault then drops them.
         self._rx_free = max(self._rx_free, now) + self.wire_seconds(len(data))
         for item in self._decoder.feed(self._rx_mangle(data)):

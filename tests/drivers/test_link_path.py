@@ -196,3 +196,38 @@ def test_an_ack_body_of_the_wrong_length_is_an_apply_error_not_a_latch(cut):
     with pytest.raises(ApplyError, match="malformed ACK"):
         drv.apply(config)
     assert drv._latch_id == 7  # nothing taken as latched
+
+
+def test_emulator_wire_clock_starts_when_the_host_wrote(monkeypatch):
+    """Over TCP the modelled wire time runs from the kernel's arrival stamp of the bytes, not
+    from when the emulator woke up to read them: a 5 ms late wake-up of the emulator process
+    must not lengthen the modelled exchange (a real board's UART does not wait for a host CPU)."""
+    import select as select_module
+    import socket
+
+    import drivers.emulator as emulator_module
+
+    real_select = select_module.select
+
+    def late_select(*args, **kwargs):
+        ready = real_select(*args, **kwargs)
+        if ready[0]:
+            time.sleep(0.005)       # the emulator's process is scheduled 5 ms after the bytes came
+        return ready
+
+    monkeypatch.setattr(emulator_module.select, "select", late_select)
+    baud = 9600
+    with BoardEmulator(16, (1, 2), baud=baud, tcp_port=0) as emu:
+        with socket.create_connection(("127.0.0.1", emu.port)) as host:
+            host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            time.sleep(0.1)                                   # accepted (and its late wake-up done)
+            frame = p.encode_frame(p.Frame(p.MsgType.INFO, 1, b""))
+            t0 = time.monotonic()
+            host.sendall(frame)
+            host.settimeout(2.0)
+            reply = host.recv(1000)
+            elapsed = time.monotonic() - t0
+    wire_request = p.wire_seconds(len(frame), baud)
+    assert reply
+    assert emu._rx_free - t0 < wire_request + 0.002            # 5 ms late would be + 0.005
+    assert elapsed >= p.wire_seconds(len(frame) + len(reply), baud)   # never faster than the wire
