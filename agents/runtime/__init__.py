@@ -75,6 +75,17 @@ class _NumpyRole:
             self._batch = B
         return self.program.run(obs, self.state)
 
+    def decide(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """One checked observation (obs_dim,) float32 -> outputs with B = 1 squeezed."""
+        one = self.program.decide_one
+        if one is None:
+            out = self(x.reshape(1, x.shape[0]))
+            return {k: v[0, ...] for k, v in out.items()}
+        if self._batch != 1 and self.program.state_spec:     # as __call__: state shaped for B = 1
+            self.state = self.program.init_state(1)
+            self._batch = 1
+        return one(x, self.state)
+
 
 class RuntimeBundle(ManifestView):
     """A verified bundle served by numpy (torch only for roles that need it); see the module docstring."""
@@ -84,8 +95,9 @@ class RuntimeBundle(ManifestView):
         super().__init__(path, manifest)
         self._numpy = numpy_roles
         self._torch = torch_bundle
-        # decide()'s per-agent lookups done once: agent id -> (numpy role, obs_dim)
-        self._decide_of = {a: (numpy_roles[r], self._obs_dim[a]) for a, r in self._role_of.items() if r in numpy_roles}
+        # decide()'s per-agent lookups done once: agent id -> (the numpy role's decide, (obs_dim,))
+        self._decide_of = {a: (numpy_roles[r].decide, (self._obs_dim[a],))
+                           for a, r in self._role_of.items() if r in numpy_roles}
 
     def backend(self, role: str) -> str:
         if role not in self.manifest["roles"]:
@@ -121,14 +133,13 @@ class RuntimeBundle(ManifestView):
         if entry is None:
             self.role_of(agent_id)                              # raises for an agent the bundle does not serve
             return self._torch.decide(agent_id, obs)
-        role, d = entry
+        decide, shape = entry
         x = np.asarray(obs, dtype=np.float32)
-        if x.shape != (d,):
-            raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({d},)")
+        if x.shape != shape:
+            raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({shape[0]},)")
         if not math.isfinite(x.sum(dtype=np.float64)):      # NaN or inf anywhere (float64: no overflow)
             raise BundleError(f"decide({agent_id}): observation contains NaN or inf")
-        out = role(x.reshape(1, d))
-        return {k: v[0, ...] for k, v in out.items()}
+        return decide(x)
 
 
 def _action_dict(out: dict[str, np.ndarray]) -> Any:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from agents.runtime import knn as rknn
-from agents.runtime import maq_irs
+from agents.runtime import maq_irs, maq_pg
 
 GRAPH_VERSION = 1
 F32 = np.float32
@@ -385,8 +385,11 @@ class Program:
         self._n = len(slots)
         self._consts = consts
         self._state_slots = [(name, slots[f"state.{name}"]) for name in self.state_spec]
-        # MAQ-WP's IRS graph, one observation: the same decision without the interpreter's glue
-        self._fused = maq_irs.fuse(graph, arrays, self.nets, _sigmoid)
+        # MAQ-WP's IRS graph, MAQ-PG's IRS and BS graphs, one observation: the same decision
+        # without the interpreter's glue (None: the generic steps)
+        self._fused = maq_irs.fuse(graph, arrays, self.nets, _sigmoid) or maq_pg.fuse(graph, arrays, self.nets)
+        # the fused runner's B = 1 entry with squeezed outputs (obs (d,), state) -> outputs, if it has one
+        self.decide_one: Callable[[np.ndarray, dict], dict[str, np.ndarray]] | None = getattr(self._fused, "decide", None)
 
     def init_state(self, batch: int) -> dict[str, np.ndarray]:
         return {name: np.full((batch,), spec["init"], dtype=np.dtype(spec.get("dtype", "int64")))
