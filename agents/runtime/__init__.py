@@ -55,6 +55,8 @@ from twin.errors import BundleError
 
 __all__ = ["RuntimeBundle", "load_runtime"]
 
+_LIST_SUM_MAX = 64      # observations up to this length are NaN / inf checked with a Python sum
+
 
 class _NumpyRole:
     """One role's compiled graph and its per-episode state (batch-shaped, like the torch actor's)."""
@@ -95,8 +97,10 @@ class RuntimeBundle(ManifestView):
         super().__init__(path, manifest)
         self._numpy = numpy_roles
         self._torch = torch_bundle
-        # decide()'s per-agent lookups done once: agent id -> (the numpy role's decide, (obs_dim,))
-        self._decide_of = {a: (numpy_roles[r].decide, (self._obs_dim[a],))
+        # decide()'s per-agent lookups done once: agent id -> (the numpy role's decide, (obs_dim,),
+        # whether the NaN / inf check sums a Python list: ~0.2 us instead of numpy's ~1.1 us for a
+        # short observation, ~25 ns more per entry)
+        self._decide_of = {a: (numpy_roles[r].decide, (self._obs_dim[a],), self._obs_dim[a] <= _LIST_SUM_MAX)
                            for a, r in self._role_of.items() if r in numpy_roles}
 
     def backend(self, role: str) -> str:
@@ -133,11 +137,13 @@ class RuntimeBundle(ManifestView):
         if entry is None:
             self.role_of(agent_id)                              # raises for an agent the bundle does not serve
             return self._torch.decide(agent_id, obs)
-        decide, shape = entry
+        decide, shape, short = entry
         x = np.asarray(obs, dtype=np.float32)
         if x.shape != shape:
             raise BundleError(f"decide({agent_id}): observation has shape {x.shape}, the bundle expects ({shape[0]},)")
-        if not math.isfinite(x.sum(dtype=np.float64)):      # NaN or inf anywhere (float64: no overflow)
+        # NaN or inf anywhere: the float64 sum of float32 values cannot overflow, so it is finite
+        # exactly when every entry is (tolist gives the exact float64 values)
+        if not math.isfinite(sum(x.tolist()) if short else x.sum(dtype=np.float64)):
             raise BundleError(f"decide({agent_id}): observation contains NaN or inf")
         return decide(x)
 

@@ -104,20 +104,26 @@ class _MLP:
     """A graph ``Net`` of linear layers, each optionally followed by relu or tanh, over
     preallocated (1, width) rows; ``__call__`` returns the last row (overwritten next call)."""
 
-    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, Callable | None]]) -> None:
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, str | None]]) -> None:
         rng = np.random.default_rng(0)
         self.layers = []
         for W, b, act in layers:
             product = np.dot if _same_product(W, rng) else np.matmul
+            y = np.zeros((1, W.shape[1]), dtype=F32)
+            # relu as max(y, 0) against a row of +0.0 (contiguous operands: ~0.15 us less than
+            # the generic's scalar 0) is the same bits unless y can be -0.0, which y = x W + b
+            # (round to nearest) is only where b is -0.0: then keep the generic's scalar form
+            zero = np.zeros_like(y) if act == "relu" and not np.any(np.signbit(b) & (b == 0)) else ZERO
+            fn = None if act is None else (lambda y, z=zero: np.maximum(y, z, out=y)) if act == "relu" else _INPLACE_ACTS[act]
             # the bias as a (1, m) row: the same float32 additions as the generic y += b without
             # the broadcast (~0.4 us a layer)
-            self.layers.append((product, W, b.reshape(1, -1), np.zeros((1, W.shape[1]), dtype=F32), act))
+            self.layers.append((product, W, b.reshape(1, -1), y, fn))
         self.in_dim, self.out_dim = int(layers[0][0].shape[0]), int(layers[-1][0].shape[1])
         self.out = self.layers[-1][3]
 
     @classmethod
     def of(cls, net: Any) -> "_MLP | None":
-        layers: list[tuple[np.ndarray, np.ndarray, Callable | None]] = []
+        layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
         for spec in getattr(net, "spec", ()):
             if spec[0] == "linear":
                 W, b = spec[1], spec[2]
@@ -125,7 +131,7 @@ class _MLP:
                     return None
                 layers.append((np.ascontiguousarray(W), np.ascontiguousarray(b), None))
             elif spec[0] == "act" and spec[1] in _INPLACE_ACTS and layers and layers[-1][2] is None:
-                layers[-1] = (*layers[-1][:2], _INPLACE_ACTS[spec[1]])
+                layers[-1] = (*layers[-1][:2], spec[1])
             else:
                 return None             # layer norms, other activations, two in a row: generic
         return cls(layers) if layers else None
@@ -186,6 +192,11 @@ def _irs(graph: Mapping[str, Any], steps: list, arrays: Mapping[str, np.ndarray]
     return _PGIRS(scale, one_hot, bit_values, float(mb), high_q, policy, n)
 
 
+# fl(z + 1/2) > 1/2 in float32 (round to nearest even) exactly when z > 2^-25: z = 2^-25 is
+# the tie between 1/2 and its successor and goes to 1/2 (even); NaN is neither
+ON_ABOVE = F32(2.0 ** -25)
+
+
 class _PGIRS:
     """The MAQ-PG IRS decision for one observation (see the module docstring)."""
 
@@ -193,49 +204,51 @@ class _PGIRS:
                  high_q: _MLP, policy: _MLP, n: int) -> None:
         d = self.d = scale.shape[0]
         self.scale, self.bit_values, self.n = scale, bit_values, n
-        self.half = F32(0.5)             # the add step's float32 1/2, and _nearest's w > 0.5 (a weak Python float: float32)
         self.mb = F32(max_bits)
-        self.hi_in = np.zeros((1, d + 1 + one_hot.size), dtype=F32)     # [x, prev b / max, one-hot]
+        # one row for both nets' inputs: [x, prev b / max, one-hot] for Q_high, then its first
+        # d + 1 entries, with b / max written over prev b / max, for the policy ([x, b / max])
+        self.hi_in = np.zeros((1, d + 1 + one_hot.size), dtype=F32)
         self.hi_in[0, d + 1:] = one_hot
-        self.x_row, self.x_vec = self.hi_in[:, :d], self.hi_in[0, :d]   # division targets for (1, d) / (d,) obs
-        self.ctx = np.zeros((1, d + 1), dtype=F32)                       # [x, b / max]
-        # bits_feature of each table entry, as the generic step computes it (float32 b / max)
-        self.bf = (bit_values.astype(F32) / self.mb).tolist()
-        self.bf = [F32(v) for v in self.bf]
+        self.hi_flat = self.hi_in.reshape(-1)
+        self.ctx = self.hi_in[:, :d + 1]
+        self.x_row, self.x_vec = self.hi_in[:, :d], self.hi_flat[:d]    # division targets for (1, d) / (d,) obs
+        # bits_feature of each resolution of the table, as the generic step computes it (float32 b / max)
+        self.bf = [F32(v) for v in bit_values.astype(F32) / self.mb]
+        self.bf_of = {int(b): f for b, f in zip(bit_values, self.bf)}
         # agents.knn.nearest_np's levels 2^b (float64) per table entry, as _nearest computes them,
         # as 0-d arrays (cheaper ufunc operands than numpy scalars)
         self.levels = [np.array(v) for v in np.power(2.0, bit_values.astype(np.float64))]
         self.high_q, self.policy = high_q, policy
-        self.z_u, self.z_w = policy.out[:, :n], policy.out[:, n:]         # views of the policy's output row
-        self.u = np.zeros((1, n), dtype=np.float64)
-        self.w = np.zeros((1, n), dtype=F32)
+        self.z_u, self.z_w = policy.out[0, :n], policy.out[0, n:]         # views of the policy's output row
+        self.u = np.zeros(n, dtype=np.float64)
 
     def _run(self, state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d, hi_in, ctx = self.d, self.hi_in, self.ctx
-        hi_in[0, d] = F32(state["prev_bits"][0]) / self.mb                 # as bits_feature: float32 b / max
-        b_i = self.high_q(hi_in).argmax(-1)
+        d, hi_flat = self.d, self.hi_flat
+        prev = state["prev_bits"][0]
+        pbf = self.bf_of.get(prev)
+        hi_flat[d] = F32(prev) / self.mb if pbf is None else pbf           # as bits_feature: float32 b / max
+        b_i = self.high_q(self.hi_in).argmax(-1)
         bits = self.bit_values[b_i]
         i = int(b_i[0])
-        ctx[0, :d] = self.x_vec
-        ctx[0, d] = self.bf[i]
-        self.policy(ctx)                                                    # writes z_u, z_w
-        u, w, lev = self.u, self.w, self.levels[i]
-        np.multiply(self.z_u, lev, out=u)                                   # exact in float64 (2^b)
+        hi_flat[d] = self.bf[i]                                             # the row is now [x, b / max]
+        self.policy(self.ctx)                                               # writes z_u, z_w
+        u, lev = self.u, self.levels[i]
+        u[...] = self.z_u                                                   # float32 -> float64, exact
+        np.multiply(u, lev, out=u)                                          # exact (2^b)
         np.rint(u, out=u)                                                   # what np.round does for decimals=0
         np.remainder(u, lev, out=u)
-        np.add(self.z_w, self.half, out=w)
         state["prev_bits"] = bits
-        return bits, u.astype(np.int64), np.greater(w, self.half)
+        return bits, u.astype(np.int64), np.greater(self.z_w, ON_ABOVE)   # on = float32(z_w + 1/2) > 1/2
 
     def __call__(self, obs: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         np.divide(obs, self.scale, out=self.x_row)
         bits, idx, on = self._run(state)
-        return {"bits": bits, "phase_idx": idx, "on": on}
+        return {"bits": bits, "phase_idx": idx.reshape(1, -1), "on": on.reshape(1, -1)}
 
     def decide(self, obs: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         np.divide(obs, self.scale, out=self.x_vec)
         bits, idx, on = self._run(state)
-        return {"bits": bits[0, ...], "phase_idx": idx[0], "on": on[0]}
+        return {"bits": bits[0, ...], "phase_idx": idx, "on": on}
 
 
 def _bs(graph: Mapping[str, Any], steps: list, arrays: Mapping[str, np.ndarray], nets: Mapping[str, Any]) -> Any:
@@ -274,7 +287,7 @@ class _ScaledBeamformer:
     def _run(self) -> np.ndarray:
         raw = self.net(self.x)
         np.square(raw, out=self.sq)
-        power = self.sq.sum(-1)          # (1,): the generic's square(V).reshape(1, -1).sum(-1), same layout
+        power = np.add.reduce(self.sq, 1)   # (1,): the generic's square(V).reshape(1, -1).sum(-1), same layout
         ratio = self.p / (power[0] + self.eps)            # float32 scalar ops: IEEE, as the (1,) array ops
         scale = np.sqrt(np.minimum(ratio, self.unit) if self.ball else ratio)
         return np.multiply(raw, scale)   # a fresh (1, 2MK) array

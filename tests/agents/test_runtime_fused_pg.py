@@ -51,14 +51,15 @@ def _export_pg(tmp_path: Path, n_elements: int, bits: tuple[int, ...], seed: int
             q.bias[1:] = q.bias[0]
             last = _last_linear(a.policy.mean if hasattr(a.policy, "mean") else a.policy)
             n = n_elements
-            half = n // 2                       # elements [0, half) of u and w: constant outputs
+            half = min(n, 8)                    # elements [0, half) of u and w: constant outputs
             last.weight[:half] = 0.0
             last.weight[n:n + half] = 0.0
             # u * 2^b lands exactly on k + 1/2 for b = 1, 2 or 3 (rint ties to even), or on -1/2
             u_ties = torch.tensor([0.25, 0.75, -0.25, 0.125, 0.375, 0.0625, -0.0625, 1.25, 0.5, 0.0])
             last.bias[:half] = u_ties.repeat(half // 10 + 1)[:half]
-            eps = float(np.spacing(np.float32(0.5)))
-            w_ties = torch.tensor([0.0, eps, -eps, eps / 2, 2 * eps, -0.0, 1e-30, -1e-30])
+            eps = float(np.spacing(np.float32(0.5)))          # 2^-24; 2^-25 is the rounding tie
+            below, above = (float(np.nextafter(np.float32(eps / 2), np.float32(t))) for t in (0.0, 1.0))
+            w_ties = torch.tensor([0.0, eps, -eps, eps / 2, 2 * eps, below, above, -0.0, 1e-30, -1e-30])
             last.bias[n:n + half] = w_ties.repeat(half // 8 + 1)[:half]
     role_of = {a: algo.role_of(a) for a in env.agent_ids}
     return export_bundle(tmp_path / f"pg{n_elements}-{seed}", "maq-pg", "p1", cfg, actors, role_of,
@@ -140,8 +141,10 @@ def test_planted_ties_are_broken_as_the_generic_program_and_torch(tmp_path: Path
     u = [0.25, 0.75, -0.25, 0.125, 0.375]
     assert out["phase_idx"][:5].tolist() == [round(v * 2 ** b) % 2 ** b for v in u]
     eps = np.spacing(np.float32(0.5))
-    w = [0.0, eps, -eps, eps / 2, 2 * eps]
-    assert out["on"][:5].tolist() == [bool(np.float32(0.5) + np.float32(v) > 0.5) for v in w] == [False, True, False, False, True]
+    w = [0.0, eps, -eps, eps / 2, 2 * eps, np.nextafter(eps / 2, 0.0), np.nextafter(eps / 2, 1.0)]
+    want = [bool(np.float32(0.5) + np.float32(v) > 0.5) for v in w]
+    assert want == [False, True, False, False, True, False, True]
+    assert out["on"][:7].tolist() == want
 
 
 def _program(path: Path, role: str, edit=None, out_scale: float = 1.0) -> Program:
@@ -240,3 +243,53 @@ def test_decide_after_a_batch_starts_a_fresh_one_observation_state(tmp_path: Pat
         want = prog.run_steps(x.reshape(1, d), state)
         got = rt.decide("irs0", x)
         assert all(_bits_equal(got[k], want[k][0, ...]) for k in want)
+
+
+def test_fused_nets_equal_graph_nets_with_negative_zero_biases_and_either_product(monkeypatch) -> None:
+    """The fused MLP against graph.Net, bytes compared: relu layers whose bias holds -0.0 (the one
+    case where max against a +0.0 row could differ from the generic's scalar 0 in the sign of a
+    zero) and zero or -0.0 weight columns that make such pre-activations; both the dot and the
+    matmul product (the load-time probe's fallback)."""
+    from agents.runtime.graph import Net
+
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for i, (k, m) in enumerate([(6, 16), (16, 16), (16, 5)]):
+        W = rng.standard_normal((k, m)).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32)
+        W[:, :4] = np.float32(-0.0)
+        W[:, 4:6] = np.float32(0.0)
+        b[:3] = np.float32(-0.0)
+        b[4] = np.float32(-0.0)
+        arrays[f"n.{2 * i}.W"], arrays[f"n.{2 * i}.b"] = W, b
+    layers = [{"linear": "n.0"}, {"act": "relu"}, {"linear": "n.2"}, {"act": "tanh"}, {"linear": "n.4"}, {"act": "relu"}]
+    net = Net("n", layers, arrays)
+    xs = [rng.standard_normal((1, 6)).astype(np.float32) * s for s in (1e-3, 1.0, 1e3, 1e38)]
+    xs += [np.zeros((1, 6), np.float32), np.full((1, 6), -0.0, np.float32), -np.abs(xs[1]), np.abs(xs[1])]
+    for same in (True, False):
+        monkeypatch.setattr(maq_pg, "_same_product", lambda W, rng: same)
+        fused = maq_pg._MLP.of(net)
+        assert fused is not None and all((p is np.dot) == same for p, *_ in fused.layers)
+        with np.errstate(all="ignore"):
+            for x in xs:
+                assert _bits_equal(fused(x), net(x))
+    assert maq_pg._MLP.of(Net("n", layers[:1] + [{"act": "elu"}], arrays)) is None
+
+
+def test_long_observations_keep_the_numpy_nan_check(monkeypatch, tmp_path: Path) -> None:
+    """Past _LIST_SUM_MAX entries decide checks with numpy's float64 sum: the same refusals."""
+    import agents.runtime as runtime
+
+    path = _export_pg(tmp_path, 10, (1, 2, 3), seed=0)
+    for limit in (0, 64):
+        monkeypatch.setattr(runtime, "_LIST_SUM_MAX", limit)
+        rt = load_runtime(path, allow_torch=False)
+        assert all(short == (limit > 0) for _, _, short in rt._decide_of.values())
+        d = rt.obs_dim("irs0")
+        for bad in (np.nan, np.inf, -np.inf):
+            x = np.full(d, F32_MAX, np.float32)          # large but finite entries pass...
+            with np.errstate(all="ignore"):
+                rt.decide("irs0", x)
+            x[d // 2] = bad                               # ...one NaN / inf does not
+            with pytest.raises(BundleError, match="NaN or inf"):
+                rt.decide("irs0", x)
