@@ -110,10 +110,11 @@ class Net:
 
 def _linear(W: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     W, b = np.ascontiguousarray(W, dtype=F32), np.ascontiguousarray(b, dtype=F32)
+    b_row = b.reshape(1, -1)  # for (B, out): the same float32 additions, at B = 1 no broadcast (~0.4 us a layer)
 
     def linear(x: np.ndarray) -> np.ndarray:
         y = x @ W             # the same BLAS call and float32 additions as agents.maq's x @ W + b
-        y += b
+        y += b_row if y.ndim == 2 else b
         return y
 
     linear.is_linear = True  # type: ignore[attr-defined]
