@@ -6,8 +6,8 @@ k-nearest ranking). For one observation, what is not the networks or the ranking
 concatenations, the feature ops, the register list — costs ~10 us of ~95. ``fuse``
 recognizes exactly that step list and returns a runner that writes the network inputs into
 preallocated rows instead (the same float32 values: x = obs / scale, b / max_bits) and calls
-the very same nets, sigmoid and ranker code, so every output is bit for bit the generic
-program's. Any other graph (another describer version, MAQ-PG, k = 1) gets None and keeps
+the same sigmoid and ranker code, and the two one-row nets as ``agents.runtime.maq_pg``'s
+fused MLPs (bit for bit graph.Net), so every output is bit for bit the generic program's. Any other graph (another describer version, MAQ-PG, k = 1) gets None and keeps
 the generic interpreter.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from agents.runtime.knn import KNNRanker
+from agents.runtime.maq_pg import _MLP
 
 F32 = np.float32
 
@@ -56,7 +57,10 @@ def fuse(graph: Mapping[str, Any], arrays: Mapping[str, np.ndarray], nets: Mappi
     knn = steps[10]
     if int(knn["k"]) < 2:
         return None
-    return _Runner(arrays, nets[steps[3]["net"]], nets[steps[8]["net"]], nets[knn["net"]], float(steps[1]["max_bits"]),
+    # the two one-row nets over preallocated rows where they are plain linear / relu / tanh stacks
+    # (agents.runtime.maq_pg._MLP: the same bits as graph.Net); Q_low stays the ranker's
+    high_q, policy = (_MLP.of(nets[steps[i]["net"]]) or nets[steps[i]["net"]] for i in (3, 8))
+    return _Runner(arrays, high_q, policy, nets[knn["net"]], float(steps[1]["max_bits"]),
                    KNNRanker(int(knn["n"]), int(knn["k"]), int(knn["max_bits"]), nets[knn["net"]], unit=True), sigmoid)
 
 
