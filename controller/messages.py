@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 
 from twin.errors import MessageError
-from twin.surface_config import SurfaceConfig
+from twin.surface_config import MAX_PHASE_BITS, SurfaceConfig
 
 SCHEMA_VERSION = 1
 ARRAY_EXT = 42
@@ -159,16 +159,31 @@ def _array_wire(arr: Any) -> tuple[np.ndarray, bytes]:
     return arr, arr.tobytes()
 
 
-def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+# dtype -> its string, for the dtypes that travel as they are (little-endian plain ones): a dict
+# lookup is several times cheaper than ``dtype.str``, which builds the string on every call.
+# Equal dtypes share that verdict and string (only the byte order '<' / '=' may differ).
+_AS_IS_DTYPES: dict[np.dtype, str] = {}
+
+
+def _wire_parts(arr: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    """(dtype string, shape, raw bytes) of an array as it travels, or MessageError."""
     dtype = arr.dtype
-    if (dtype.kind in "biufc" and (dtype.byteorder in "<|" or (_LITTLE and dtype.byteorder == "="))
-            and arr.flags.c_contiguous
-            and arr.size <= MAX_ARRAY_ELEMENTS):
+    dtype_str = _AS_IS_DTYPES.get(dtype)
+    if dtype_str is None and dtype.kind in "biufc" and (dtype.byteorder in "<|"
+                                                        or (_LITTLE and dtype.byteorder == "=")):
+        dtype_str = dtype.str
+        if len(_AS_IS_DTYPES) < _ARRAY_PREFIX_MAX:
+            _AS_IS_DTYPES[dtype] = dtype_str
+    if dtype_str is not None and arr.flags.c_contiguous and arr.size <= MAX_ARRAY_ELEMENTS:
         # already as it travels (a little-endian plain dtype, C order): no conversion to make
-        raw = arr.tobytes()
-        return msgpack.ExtType(ARRAY_EXT, _array_prefix(dtype.str, arr.shape, len(raw)) + raw)
+        return dtype_str, arr.shape, arr.tobytes()
     arr, raw = _array_wire(arr)
-    return msgpack.ExtType(ARRAY_EXT, _array_prefix(arr.dtype.str, arr.shape, len(raw)) + raw)
+    return arr.dtype.str, arr.shape, raw
+
+
+def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+    dtype_str, shape, raw = _wire_parts(arr)
+    return msgpack.ExtType(ARRAY_EXT, _array_prefix(dtype_str, shape, len(raw)) + raw)
 
 
 def _default(obj: Any) -> Any:
@@ -289,6 +304,10 @@ def encode(msg: Message) -> bytes:
         raise MessageError(f"type: {type(msg).__name__} is not a wire message")
     if kind == "obs" and type(msg.agent) is str:
         return _encode_observation(msg)
+    if kind == "act":
+        data = _encode_action_fast(msg)
+        if data is not None:
+            return data
     return _encode_map(kind, msg)
 
 
@@ -429,6 +448,10 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"message: expected bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message: {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
+    if type(data) is bytes and data.startswith(_ACT_HEAD):
+        msg = _decode_action_fast(data)
+        if msg is not None:
+            return msg
     try:
         body = msgpack.unpackb(data if type(data) is bytes else bytes(data), raw=False, ext_hook=_ext_hook, strict_map_key=True,
                                max_map_len=MAX_MAP_ITEMS, max_array_len=MAX_ARRAY_ELEMENTS,
@@ -449,17 +472,256 @@ def decode(data: bytes) -> Message:
     if not isinstance(kind, str) or kind not in _KINDS:
         raise MessageError(f"type: {kind!r} is not one of {', '.join(_KINDS)}")
     try:
-        return _decode_body(kind, body)
+        msg = _decode_body(kind, body)
     except MessageError:
         raise
     except Exception as exc:  # defensive: validation must never leak another exception type
         raise MessageError(f"{kind}: invalid ({type(exc).__name__}: {exc})") from None
+    if kind == "act" and type(data) is bytes:
+        _remember_action_layout(data, msg)
+    return msg
 
 
 _ACT_HEAD = msgpack.packb({"v": SCHEMA_VERSION, "type": "act", "slot": 0})[:-1]   # ... "slot" key, no value
 _ACT_HEAD = b"\x87" + _ACT_HEAD[1:]                                                # a map of 7 entries
 _AGENT_KEY = msgpack.packb("agent")
 _UINT_SIZE = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+
+
+# ---------------------------------------------------------------------------------------------
+# Action fast paths
+#
+# An agent's answer has the same layout every slot (its id; the action's keys, dtypes and shapes;
+# whether it reports a configuration, and that one's dtypes and shapes; the timing keys): only the
+# slot, the arrays' bytes, the reported resolution and the times change. A layout's constant
+# bytes are packed once. Encode joins them with the values: byte for byte what packing the map
+# gives (tests/controller/test_messages_fastpath.py). Decode, for bytes whose constant parts
+# equal those of a layout a full decode accepted before, reads the values at their known offsets:
+# the structural checks' outcome is that earlier one, and every check that depends on a value
+# (slot range, finite times, the configuration's resolution and indices) is still made; anything
+# else takes the full decode.
+
+
+@dataclass(frozen=True, eq=False)
+class _ActionLayout:
+    key: tuple                        # what the encoder looks it up by
+    agent: str
+    action_keys: tuple[str, ...]
+    timing_keys: tuple[str, ...]
+    with_applied: bool
+    pieces: tuple[bytes, ...]         # the constant bytes before each value, after the slot
+    last: bytes                       # ... and after the last value
+    tail_len: int                     # bytes after the slot
+    consts: struct.Struct             # unpacks the constant pieces (the values skipped)
+    const_values: tuple[bytes, ...]   # ... which must read exactly these
+    scalars: struct.Struct            # unpacks (bits if with_applied, *times)
+    canonical_config: bool            # the configuration as SurfaceConfig keeps it: |u1 indices, |b1 mask
+    # (offset after the slot, wire dtype, count, shape, native dtype) per array, action's first;
+    # None when a dtype is one decode refuses (such a layout is only ever encoded)
+    arrays: tuple[tuple[int, np.dtype, int, tuple[int, ...], np.dtype], ...] | None
+
+
+_ACT_LAYOUTS: dict[tuple, _ActionLayout] = {}                 # the encoder's, by layout key
+_ACT_SEEN: dict[int, tuple[_ActionLayout, ...]] = {}          # the decoder's, by tail length
+_ACT_LAYOUTS_MAX = 256
+_ACT_SEEN_PER_LEN = 16
+_SMALL_UINT = tuple(bytes((i,)) for i in range(0x80))         # positive fixints
+
+
+def _ext_header(n: int) -> bytes:
+    return msgpack.packb(msgpack.ExtType(ARRAY_EXT, bytes(n)))[:-n]
+
+
+def _build_action_layout(key: tuple) -> _ActionLayout:
+    agent, action_key, applied_key, timing_keys = key
+    pieces: list[bytes] = []
+    values: list[tuple[str, int]] = []            # (kind: a(rray) / b(its) / f(loat), size)
+    arrays: list[tuple[str, tuple[int, ...], int]] = []
+    cur = [msgpack.packb("agent"), msgpack.packb(agent), msgpack.packb("action"),
+           msgpack.Packer().pack_map_header(len(action_key))]
+
+    def value(kind: str, size: int) -> None:
+        pieces.append(b"".join(cur))
+        cur.clear()
+        values.append((kind, size))
+
+    def array(name: str, dtype_str: str, shape: tuple[int, ...]) -> None:
+        nbytes = math.prod(shape) * np.dtype(dtype_str).itemsize
+        prefix = _array_prefix(dtype_str, shape, nbytes)
+        cur.extend((msgpack.packb(name), _ext_header(len(prefix) + nbytes), prefix))
+        value("a", nbytes)
+        arrays.append((dtype_str, shape, nbytes))
+
+    for name, dtype_str, shape in action_key:
+        array(name, dtype_str, shape)
+    cur.append(msgpack.packb("applied"))
+    if applied_key is None:
+        cur.append(msgpack.packb(None))
+    else:
+        cur.extend((msgpack.Packer().pack_map_header(3), msgpack.packb("bits")))
+        value("b", 1)
+        array("phase_idx", applied_key[0], applied_key[1])
+        array("on", applied_key[2], applied_key[3])
+    cur.extend((msgpack.packb("timing"), msgpack.Packer().pack_map_header(len(timing_keys))))
+    for name in timing_keys:
+        cur.extend((msgpack.packb(name), b"\xcb"))   # a float 64
+        value("f", 8)
+    last = b"".join(cur)
+
+    offsets, offset = [], 0
+    for piece, (kind, size) in zip(pieces, values):
+        offset += len(piece)
+        if kind == "a":
+            offsets.append(offset)
+        offset += size
+    decodable = all(d in _ALLOWED_DTYPES for d, _, _ in arrays)
+    return _ActionLayout(
+        key=key, agent=agent, action_keys=tuple(k for k, _, _ in action_key), timing_keys=timing_keys,
+        with_applied=applied_key is not None,
+        canonical_config=applied_key is not None and applied_key[0] == "|u1" and applied_key[2] == "|b1"
+        and len(applied_key[1]) == 1 and applied_key[1] == applied_key[3],
+        pieces=tuple(pieces), last=last, tail_len=offset + len(last),
+        consts=struct.Struct(">" + "".join(f"{len(p)}s{size}x" for p, (_, size) in zip(pieces, values))
+                             + f"{len(last)}s"),
+        const_values=(*pieces, last),
+        scalars=struct.Struct(">" + "".join(f"{len(p)}x" + {"a": f"{size}x", "b": "B", "f": "d"}[kind]
+                                            for p, (kind, size) in zip(pieces, values))),
+        arrays=tuple((off, _ALLOWED_DTYPES[d], n // _ALLOWED_DTYPES[d].itemsize, shape, _NATIVE[d])
+                     for off, (d, shape, n) in zip(offsets, arrays)) if decodable else None)
+
+
+def _action_parts(msg: Action) -> tuple[_ActionLayout, list[bytes]] | None:
+    """(layout, values) of an Action laid out the common way, or None: the map is packed instead.
+    Raises whatever converting a value raises (the caller then leaves it to the map packer)."""
+    agent, action, applied, timing = msg.agent, msg.action, msg.applied, msg.timing
+    if type(agent) is not str or type(msg.slot) is not int or type(action) is not dict or type(timing) is not dict:
+        return None
+    values: list[bytes] = []
+    action_key = []
+    for name, v in action.items():
+        if type(name) is not str:
+            return None
+        dtype_str, shape, raw = _wire_parts(np.asarray(v))   # as the map packer's default does
+        action_key.append((name, dtype_str, shape))
+        values.append(raw)
+    applied_key = None
+    if applied is not None:
+        if type(applied) is not SurfaceConfig:
+            return None
+        bits, idx, on = applied.bits, applied.phase_idx, applied.on
+        if type(bits) is not int or not 0 <= bits < 0x80 or type(idx) is not np.ndarray or type(on) is not np.ndarray:
+            return None
+        idx_dtype, idx_shape, idx_raw = _wire_parts(idx)
+        on_dtype, on_shape, on_raw = _wire_parts(on)
+        applied_key = (idx_dtype, idx_shape, on_dtype, on_shape)
+        values += (_SMALL_UINT[bits], idx_raw, on_raw)
+    for name, v in timing.items():
+        if type(name) is not str:
+            return None
+        values.append(_F64.pack(float(v)))
+    key = (agent, tuple(action_key), applied_key, tuple(timing))
+    layout = _ACT_LAYOUTS.get(key)
+    if layout is None:
+        layout = _build_action_layout(key)
+        if len(_ACT_LAYOUTS) < _ACT_LAYOUTS_MAX:
+            _ACT_LAYOUTS[key] = layout
+    return layout, values
+
+
+def _encode_action_fast(msg: Action) -> bytes | None:
+    """``_encode_map("act", msg)``'s bytes from the layout's pieces, or None for anything unusual
+    (including anything that would raise: the map packer then raises exactly its own error)."""
+    try:
+        parts = _action_parts(msg)
+        if parts is None:
+            return None
+        layout, values = parts
+        n = len(values)
+        out: list[bytes] = [_ACT_HEAD, _packer().pack(msg.slot), *layout.pieces, *values, layout.last]
+        out[2:2 + 2 * n:2] = layout.pieces      # interleave: piece, value, piece, value, ..., last
+        out[3:3 + 2 * n:2] = values
+    except Exception:
+        return None
+    data = b"".join(out)
+    return data if len(data) <= MAX_MESSAGE_BYTES else None
+
+
+def _decode_action_fast(data: bytes) -> Action | None:
+    """The Action in ``data`` (which starts with ``_ACT_HEAD``) if its constant bytes are those
+    of a layout a full decode accepted and its values pass their checks; None otherwise."""
+    i = len(_ACT_HEAD)
+    if len(data) <= i:
+        return None
+    tag = data[i]
+    if tag < 0x80:
+        slot, i = tag, i + 1
+    elif tag in _UINT_SIZE:
+        n = _UINT_SIZE[tag]
+        slot, i = int.from_bytes(data[i + 1:i + 1 + n], "big"), i + 1 + n
+    else:
+        return None
+    for layout in _ACT_SEEN.get(len(data) - i, ()):
+        if data.startswith(layout.pieces[0] if layout.pieces else layout.last, i) \
+                and layout.consts.unpack_from(data, i) == layout.const_values:
+            break
+    else:
+        return None
+    if slot >= 2**62:
+        return None
+    scalars = layout.scalars.unpack_from(data, i)
+    times = scalars[1:] if layout.with_applied else scalars
+    if not all(map(math.isfinite, times)):
+        return None
+    if _LITTLE:
+        # writable native-order arrays: views of one copy of the message (the wire is little-endian)
+        buf = bytearray(data)
+        arrays = [np.frombuffer(buf, native, count, i + offset) if len(shape) == 1 else
+                  np.frombuffer(buf, native, count, i + offset).reshape(shape)
+                  for offset, _, count, shape, native in layout.arrays]
+    else:
+        arrays = [np.frombuffer(data, dtype, count, i + offset).reshape(shape).astype(native)
+                  for offset, dtype, count, shape, native in layout.arrays]
+    applied = None
+    if layout.with_applied:
+        n = len(layout.action_keys)
+        idx, on = arrays[n], arrays[n + 1]
+        bits = scalars[0]
+        if bits >= 0x80:
+            return None          # not a positive fixint: other msgpack, for the full decode
+        if layout.canonical_config:
+            # SurfaceConfig's value checks on its own types (uint8 indices, bool mask, 1-D of one
+            # length: the layout's), which it would keep as they are: made here without its numpy
+            # reductions, which cost more than the rest of this decode
+            start = i + layout.arrays[n][0]
+            if not 1 <= bits <= MAX_PHASE_BITS or (idx.size and max(data[start:start + idx.size]) >= 1 << bits):
+                return None      # the full decode refuses it, naming the field
+            applied = object.__new__(SurfaceConfig)
+            object.__setattr__(applied, "bits", bits)
+            object.__setattr__(applied, "phase_idx", idx)
+            object.__setattr__(applied, "on", on)
+        else:
+            try:
+                applied = SurfaceConfig(bits=bits, phase_idx=idx, on=on)
+            except Exception:
+                return None      # the full decode refuses it, naming the field
+    return Action(slot, layout.agent, dict(zip(layout.action_keys, arrays)), applied,
+                  dict(zip(layout.timing_keys, times)))
+
+
+def _remember_action_layout(data: bytes, msg: Action) -> None:
+    """After a full decode accepted ``data``: if it is exactly what ``encode`` writes for ``msg``,
+    its layout's constant bytes are known good, and later bytes with them take the fast path."""
+    seen = _ACT_SEEN.get(len(data) - len(_ACT_HEAD) - len(_packer().pack(msg.slot)), ())
+    if len(seen) >= _ACT_SEEN_PER_LEN or (not seen and len(_ACT_SEEN) >= _ACT_LAYOUTS_MAX):
+        return
+    try:
+        parts = _action_parts(msg)
+    except Exception:
+        return
+    if parts is None or parts[0].arrays is None or any(s.key == parts[0].key for s in seen):
+        return
+    if _encode_action_fast(msg) == data:   # (a dict update is atomic: threads may race here)
+        _ACT_SEEN[parts[0].tail_len] = seen + (parts[0],)
 
 
 def peek_action(data: bytes) -> tuple[int, str] | None:
