@@ -303,3 +303,19 @@ def test_fast_paths_from_many_threads(monkeypatch):
         t.join()
     assert errors == []
     assert len(m._ACT_SEEN) > 0
+
+
+def test_fast_decoded_arrays_are_writable_and_independent():
+    """The fast path's arrays are views of one private copy of the message: writing one changes
+    neither another array, nor the input, nor a later decode of the same bytes."""
+    data = _answer(bits=2, n=8)
+    m.decode(data)
+    first, second = m._decode_action_fast(data), m.decode(data)
+    assert first is not None
+    for arr in first.action.values():
+        assert arr.flags.writeable and arr.flags.c_contiguous and arr.dtype.isnative
+        arr[...] = 0
+    assert first.applied == second.applied and first.applied.on.sum() > 0   # the configuration untouched
+    first.applied.on[...] = False
+    assert second.applied.on.sum() > 0 and m.decode(data).applied == second.applied
+    assert decoded_fields(second) == full_decode(data)
