@@ -646,20 +646,28 @@ def _encode_action_fast(msg: Action) -> bytes | None:
     return data if len(data) <= MAX_MESSAGE_BYTES else None
 
 
-def _decode_action_fast(data: bytes) -> Action | None:
-    """The Action in ``data`` (which starts with ``_ACT_HEAD``) if its constant bytes are those
-    of a layout a full decode accepted and its values pass their checks; None otherwise."""
+def _action_slot(data: bytes) -> tuple[int, int] | None:
+    """(slot, offset after it) of bytes that start with ``_ACT_HEAD``, the slot packed as an
+    unsigned integer the way ``encode`` packs it; None for anything else."""
     i = len(_ACT_HEAD)
     if len(data) <= i:
         return None
     tag = data[i]
-    if tag < 0x80:
-        slot, i = tag, i + 1
-    elif tag in _UINT_SIZE:
-        n = _UINT_SIZE[tag]
-        slot, i = int.from_bytes(data[i + 1:i + 1 + n], "big"), i + 1 + n
-    else:
+    if tag < 0x80:                      # positive fixint
+        return tag, i + 1
+    n = _UINT_SIZE.get(tag)
+    if n is None or len(data) < i + 1 + n:
         return None
+    return int.from_bytes(data[i + 1:i + 1 + n], "big"), i + 1 + n
+
+
+def _decode_action_fast(data: bytes) -> Action | None:
+    """The Action in ``data`` (which starts with ``_ACT_HEAD``) if its constant bytes are those
+    of a layout a full decode accepted and its values pass their checks; None otherwise."""
+    head = _action_slot(data)
+    if head is None:
+        return None
+    slot, i = head
     for layout in _ACT_SEEN.get(len(data) - i, ()):
         if data.startswith(layout.pieces[0] if layout.pieces else layout.last, i) \
                 and layout.consts.unpack_from(data, i) == layout.const_values:
@@ -733,16 +741,11 @@ def peek_action(data: bytes) -> tuple[int, str] | None:
     it (the twin server does so once the slot's answers are in)."""
     if type(data) is not bytes or not data.startswith(_ACT_HEAD) or len(data) > MAX_MESSAGE_BYTES:
         return None
-    i = len(_ACT_HEAD)
+    head = _action_slot(data)
+    if head is None:
+        return None
+    slot, i = head
     try:
-        tag = data[i]
-        if tag < 0x80:                      # positive fixint
-            slot, i = tag, i + 1
-        elif tag in _UINT_SIZE:
-            n = _UINT_SIZE[tag]
-            slot, i = int.from_bytes(data[i + 1:i + 1 + n], "big"), i + 1 + n
-        else:
-            return None
         if data[i:i + len(_AGENT_KEY)] != _AGENT_KEY:
             return None
         i += len(_AGENT_KEY)

@@ -18,21 +18,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from agents.runtime.knn import KNNRanker
-from agents.runtime.maq_pg import _MLP
+from agents.runtime.maq_pg import MAQ_IRS_HEAD, _MLP
 
 F32 = np.float32
 
 # (op, inputs, outputs) of describe._maq_irs for the WP mapping, in order
-TEMPLATE = [
-    ("div", ["obs", "@obs_scale"], ["x"]),
-    ("bits_feature", ["state.prev_bits"], ["pbf"]),
-    ("concat", ["x", "pbf", "@one_hot"], ["hi_in"]),
-    ("mlp", ["hi_in"], ["q_high"]),
-    ("argmax", ["q_high"], ["b_i"]),
-    ("take", ["@bit_values", "b_i"], ["bits"]),
-    ("bits_feature", ["bits"], ["bf"]),
-    ("concat", ["x", "bf"], ["ctx"]),
-    ("mlp", ["ctx"], ["z"]),
+TEMPLATE = MAQ_IRS_HEAD + [
     ("sigmoid", ["z"], ["e"]),
     ("knn_rank", ["e", "bits", "ctx"], ["idx", "on"]),
     ("state_write", ["bits"], [None]),

@@ -36,8 +36,9 @@ import numpy as np
 F32 = np.float32
 ZERO = F32(0.0)
 
-# (op, inputs, outputs) of describe._maq_irs for the PG mapping, in order
-IRS_TEMPLATE = [
+# (op, inputs, outputs) of describe._maq_irs up to the policy's output z, in order: the same for
+# both mappings (resolution from Q_high, then the policy over the context)
+MAQ_IRS_HEAD = [
     ("div", ["obs", "@obs_scale"], ["x"]),
     ("bits_feature", ["state.prev_bits"], ["pbf"]),
     ("concat", ["x", "pbf", "@one_hot"], ["hi_in"]),
@@ -47,6 +48,10 @@ IRS_TEMPLATE = [
     ("bits_feature", ["bits"], ["bf"]),
     ("concat", ["x", "bf"], ["ctx"]),
     ("mlp", ["ctx"], ["z"]),
+]
+
+# ... and the rest for the PG mapping
+IRS_TEMPLATE = MAQ_IRS_HEAD + [
     ("slice", ["z"], ["u"]),
     ("slice", ["z"], ["w0"]),
     ("add", ["w0"], ["w"]),

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -167,3 +168,12 @@ def p1_bundle(tmp_path_factory) -> Path:
     algo = algo_cls(env, algo_cfg(), 3)
     return export_bundle(tmp_path_factory.mktemp("bundle") / "bundle", "maq-wp", "p1", cfg, algo.actors(),
                          {a: algo.role_of(a) for a in env.agent_ids}, env.observation_spaces, env.action_spaces)
+
+
+def run_in_threads(worker, n: int) -> None:
+    """``worker(k)`` for k in 0..n-1, each in its own thread, all started before any is joined."""
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

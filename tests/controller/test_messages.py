@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from controller import messages as m
+from tests.controller.conftest import run_in_threads
 from twin.errors import MessageError
 from twin.surface_config import SurfaceConfig
 
@@ -192,8 +193,6 @@ def test_array_wire_bytes_are_the_plain_triple(arr):
 
 def test_encode_from_many_threads_keeps_messages_apart():
     """Each thread packs with its own packer: concurrent encodes never mix their bytes."""
-    import threading
-
     errors: list[str] = []
 
     def worker(k: int) -> None:
@@ -204,11 +203,7 @@ def test_encode_from_many_threads_keeps_messages_apart():
                 errors.append(f"thread {k} slot {slot}")
                 return
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 4)
     assert errors == []
 
 

@@ -4,7 +4,6 @@ decode must give exactly what the full decode gives (the same Action, or Message
 from __future__ import annotations
 
 import random
-import threading
 
 import msgpack
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from controller import messages as m
+from tests.controller.conftest import run_in_threads
 from twin.errors import MessageError
 from twin.surface_config import SurfaceConfig
 
@@ -296,11 +296,7 @@ def test_fast_paths_from_many_threads(monkeypatch):
                 errors.append(f"thread {k} slot {slot}")
                 return
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 4)
     assert errors == []
     assert len(m._ACT_SEEN) > 0
 

@@ -218,6 +218,15 @@ def test_mqtt_last_will_reports_a_killed_client_offline(mosquitto):
         child.wait()
 
 
+def pump_until(own, cond, timeout: float = 3.0) -> None:
+    """Let the hub owner forward (its blocking wait) until ``cond()`` or ``timeout`` seconds."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        own.wait(0.02)
+
+
 def test_hub_owner_parks_peer_reports_until_release():
     """While the twin server holds (a slot is open), the agents' act/ and share/ reports reach
     the server at once but their peers only at release, in order; anything else flows."""
@@ -226,11 +235,6 @@ def test_hub_owner_parks_peer_reports_until_release():
     from controller.transports.zmq_sync import ZmqSyncClient
 
     hub, cfg = blocking_hub()
-
-    def pump_until(own, cond, timeout=3.0):
-        end = time.monotonic() + timeout
-        while not cond() and time.monotonic() < end:
-            own.wait(0.05)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -281,11 +285,6 @@ def test_publishers_send_only_what_someone_subscribed_to():
     from controller.transports.zmq_sync import ZmqSyncClient
 
     hub, cfg = blocking_hub()
-
-    def pump_until(own, cond, timeout=3.0):
-        end = time.monotonic() + timeout
-        while not cond() and time.monotonic() < end:
-            own.wait(0.02)
 
     async def main():
         loop = asyncio.get_running_loop()
