@@ -417,8 +417,8 @@ def main() -> None:
                     help="write cProfile stats (thread CPU) of the server over the measured slots only into DIR, "
                          "and have the daemons do the same (RISTWIN_DAEMON_PROFILE)")
     ap.add_argument("--keep-logs", type=Path, default=None,
-                    help="copy each configuration's run log (per slot: every answer's timing and arrival "
-                         "in the window) into DIR, e.g. for bench/slot_timeline.py")
+                    help="copy each configuration's run log (per slot: every answer's timing and its arrival "
+                         "in the latency window) into DIR")
     ap.add_argument("--no-park", action="store_true",
                     help="the server's hub forwards the agents' act/ and share/ reports to their peers at once "
                          "instead of when the slot closes (ServerConfig.park_peer_reports=False)")

@@ -53,7 +53,6 @@ def measure(bundle_dir: Path, agent: str, slots: int, reps: int, peer_reports: l
     surface = not agent.startswith("bs")
     d = AgentDaemon(DaemonConfig(bus=BusConfig(kind="zmq"), agent=agent, bundle=str(bundle_dir),
                                  driver_url=SIM if surface else ""))
-    d._quiet_peers = bool(peer_reports)          # as run_sync sets it for a daemon with peers
     rng = np.random.default_rng(0)
     dim = d.bundle.obs_dim(agent)
     far = time.time() + 3600

@@ -129,7 +129,6 @@ class AgentDaemon:
         self._signal: str | None = None
         self._sync: _SyncState | None = None     # set while run_sync runs
         self._profile: _SteadyProfile | None = None
-        self._quiet_peers = False                # run_sync: peers' reports queue on a quiet socket
         if cfg.driver_url:
             self._open_driver()
 
@@ -491,10 +490,9 @@ class AgentDaemon:
                     # one subscription per peer (no echo of this daemon's own answers), as run() does
                     topics += [prefix + a for a in peers] if prefix.endswith("/") and peers else [prefix]
                 if topics:
-                    # Peers' reports are read after this daemon's answer: on their own socket they
-                    # queue without waking this thread while the others are still answering.
+                    # Peers' reports go to their own socket: they never wake this thread mid-slot,
+                    # only once its answer is out and the socket armed (_answer_now).
                     client.subscribe_quiet(*topics)
-                self._quiet_peers = bool(topics)
                 return client
             except BusUnreachable:
                 client.close()
