@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 
 from twin.errors import MessageError
-from twin.surface_config import MAX_PHASE_BITS, SurfaceConfig
+from twin.surface_config import SurfaceConfig
 
 SCHEMA_VERSION = 1
 ARRAY_EXT = 42
@@ -515,7 +515,6 @@ class _ActionLayout:
     consts: struct.Struct             # unpacks the constant pieces (the values skipped)
     const_values: tuple[bytes, ...]   # ... which must read exactly these
     scalars: struct.Struct            # unpacks (bits if with_applied, *times)
-    canonical_config: bool            # the configuration as SurfaceConfig keeps it: |u1 indices, |b1 mask
     # (offset after the slot, wire dtype, count, shape, native dtype) per array, action's first;
     # None when a dtype is one decode refuses (such a layout is only ever encoded)
     arrays: tuple[tuple[int, np.dtype, int, tuple[int, ...], np.dtype], ...] | None
@@ -578,8 +577,6 @@ def _build_action_layout(key: tuple) -> _ActionLayout:
     return _ActionLayout(
         key=key, agent=agent, action_keys=tuple(k for k, _, _ in action_key), timing_keys=timing_keys,
         with_applied=applied_key is not None,
-        canonical_config=applied_key is not None and applied_key[0] == "|u1" and applied_key[2] == "|b1"
-        and len(applied_key[1]) == 1 and applied_key[1] == applied_key[3],
         pieces=tuple(pieces), last=last, tail_len=offset + len(last),
         consts=struct.Struct(">" + "".join(f"{len(p)}s{size}x" for p, (_, size) in zip(pieces, values))
                              + f"{len(last)}s"),
@@ -696,22 +693,12 @@ def _decode_action_fast(data: bytes) -> Action | None:
         bits = scalars[0]
         if bits >= 0x80:
             return None          # not a positive fixint: other msgpack, for the full decode
-        if layout.canonical_config:
-            # SurfaceConfig's value checks on its own types (uint8 indices, bool mask, 1-D of one
-            # length: the layout's), which it would keep as they are: made here without its numpy
-            # reductions, which cost more than the rest of this decode
-            start = i + layout.arrays[n][0]
-            if not 1 <= bits <= MAX_PHASE_BITS or (idx.size and max(data[start:start + idx.size]) >= 1 << bits):
-                return None      # the full decode refuses it, naming the field
-            applied = object.__new__(SurfaceConfig)
-            object.__setattr__(applied, "bits", bits)
-            object.__setattr__(applied, "phase_idx", idx)
-            object.__setattr__(applied, "on", on)
-        else:
-            try:
-                applied = SurfaceConfig(bits=bits, phase_idx=idx, on=on)
-            except Exception:
-                return None      # the full decode refuses it, naming the field
+        try:
+            # (uint8 indices and a bool mask, the common layout, skip the constructor's numpy
+            # conversions and reductions, which cost more than the rest of this decode)
+            applied = SurfaceConfig.of_uint8(bits, idx, on)
+        except Exception:
+            return None          # the full decode refuses it, naming the field
     return Action(slot, layout.agent, dict(zip(layout.action_keys, arrays)), applied,
                   dict(zip(layout.timing_keys, times)))
 

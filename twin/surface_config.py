@@ -55,6 +55,23 @@ class SurfaceConfig:
         object.__setattr__(self, "phase_idx", idx.astype(np.uint8, copy=False))
         object.__setattr__(self, "on", on.astype(bool, copy=False))
 
+    @classmethod
+    def of_uint8(cls, bits: int, phase_idx: np.ndarray, on: np.ndarray) -> "SurfaceConfig":
+        """The same as ``SurfaceConfig(bits, phase_idx, on)``, cheaper when the arrays are already
+        what it keeps (1-D uint8 indices, a bool mask of the same length; e.g. decoded from the
+        wire): the same rules, checked without its numpy conversions and reductions. Anything
+        else, or anything that breaks a rule, goes through the constructor (and its error)."""
+        if (type(bits) is int and 1 <= bits <= MAX_PHASE_BITS and type(phase_idx) is np.ndarray
+                and type(on) is np.ndarray and phase_idx.dtype == np.uint8 and on.dtype == np.bool_
+                and phase_idx.ndim == 1 and on.shape == phase_idx.shape
+                and (not phase_idx.size or max(phase_idx.tobytes()) < 1 << bits)):
+            config = object.__new__(cls)
+            object.__setattr__(config, "bits", bits)
+            object.__setattr__(config, "phase_idx", phase_idx)
+            object.__setattr__(config, "on", on)
+            return config
+        return cls(bits=bits, phase_idx=phase_idx, on=on)
+
     @property
     def n_elements(self) -> int:
         return int(self.phase_idx.size)

@@ -54,3 +54,30 @@ def test_single_user_aligned_snr_grows_as_n_squared():
         snrs.append(sinr(G, V, 1.0).item())
     assert np.allclose(snrs, [64.0, 256.0, 1024.0, 4096.0])
     assert rate_bps_hz(torch.tensor([3.0])).item() == pytest.approx(2.0)
+
+
+def test_of_uint8_is_the_constructor_for_every_input():
+    """The wire decoder's shortcut keeps the constructor's rules: the same config for valid input
+    (the arrays kept as they are), the same ConfigError for invalid, the constructor for the rest."""
+    rng = np.random.default_rng(7)
+    for bits in (1, 2, 3, 8):
+        idx = rng.integers(0, 1 << bits, 16).astype(np.uint8)
+        on = rng.random(16) < 0.7
+        fast, ref = SurfaceConfig.of_uint8(bits, idx, on), SurfaceConfig(bits, idx, on)
+        assert fast.bits == ref.bits and fast.phase_idx is idx and fast.on is on
+        np.testing.assert_array_equal(fast.phase_idx, ref.phase_idx)
+    empty = SurfaceConfig.of_uint8(2, np.zeros(0, np.uint8), np.zeros(0, bool))
+    assert empty.n_elements == 0
+    bad = [(1, np.array([0, 2], np.uint8), np.ones(2, bool)),       # index out of range for 1 bit
+           (0, np.zeros(2, np.uint8), np.ones(2, bool)),            # resolution 0
+           (9, np.zeros(2, np.uint8), np.ones(2, bool)),            # resolution above the maximum
+           (2, np.zeros(2, np.uint8), np.ones(3, bool)),            # lengths differ
+           (2, np.zeros((2, 1), np.uint8), np.ones((2, 1), bool))]  # not 1-D
+    for args in bad:
+        with pytest.raises(ConfigError) as fast:
+            SurfaceConfig.of_uint8(*args)
+        with pytest.raises(ConfigError) as ref:
+            SurfaceConfig(*args)
+        assert str(fast.value) == str(ref.value)
+    other = SurfaceConfig.of_uint8(2, np.array([3, 1], np.int64), np.array([1, 0]))   # other dtypes
+    assert other.phase_idx.dtype == np.uint8 and other.on.dtype == bool
