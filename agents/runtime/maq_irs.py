@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from agents.runtime.knn import KNNRanker
-from agents.runtime.maq_pg import MAQ_IRS_HEAD, _MLP
+from agents.runtime.maq_pg import MAQ_IRS_HEAD, FusedMLP
 
 F32 = np.float32
 
@@ -49,8 +49,8 @@ def fuse(graph: Mapping[str, Any], arrays: Mapping[str, np.ndarray], nets: Mappi
     if int(knn["k"]) < 2:
         return None
     # the two one-row nets over preallocated rows where they are plain linear / relu / tanh stacks
-    # (agents.runtime.maq_pg._MLP: the same bits as graph.Net); Q_low stays the ranker's
-    high_q, policy = (_MLP.of(nets[steps[i]["net"]]) or nets[steps[i]["net"]] for i in (3, 8))
+    # (agents.runtime.maq_pg.FusedMLP: the same bits as graph.Net); Q_low stays the ranker's
+    high_q, policy = (FusedMLP.of(nets[steps[i]["net"]]) or nets[steps[i]["net"]] for i in (3, 8))
     return _Runner(arrays, high_q, policy, nets[knn["net"]], float(steps[1]["max_bits"]),
                    KNNRanker(int(knn["n"]), int(knn["k"]), int(knn["max_bits"]), nets[knn["net"]], unit=True), sigmoid)
 

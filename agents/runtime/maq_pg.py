@@ -109,7 +109,7 @@ def _same_product(W: np.ndarray, rng: np.random.Generator) -> bool:
     return True
 
 
-class _MLP:
+class FusedMLP:
     """A graph ``Net`` of linear layers, each optionally followed by relu or tanh, over
     preallocated (1, width) rows; ``__call__`` returns the last row (overwritten next call)."""
 
@@ -131,7 +131,7 @@ class _MLP:
         self.out = self.layers[-1][3]
 
     @classmethod
-    def of(cls, net: Any) -> "_MLP | None":
+    def of(cls, net: Any) -> "FusedMLP | None":
         layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
         for spec in getattr(net, "spec", ()):
             if spec[0] == "linear":
@@ -180,7 +180,7 @@ def _irs(graph: Mapping[str, Any], steps: list, arrays: Mapping[str, np.ndarray]
     mb = steps[1].get("max_bits")
     if not isinstance(mb, (int, float)) or steps[6].get("max_bits") != mb:
         return None
-    high_q, policy = _MLP.of(nets.get(steps[3].get("net"))), _MLP.of(nets.get(steps[8].get("net")))
+    high_q, policy = FusedMLP.of(nets.get(steps[3].get("net"))), FusedMLP.of(nets.get(steps[8].get("net")))
     scale, one_hot = _f32_vector(arrays, "obs_scale"), _f32_vector(arrays, "one_hot")
     bit_values = arrays.get("bit_values")
     if high_q is None or policy is None or scale is None or one_hot is None or bit_values is None:
@@ -210,7 +210,7 @@ class _PGIRS:
     """The MAQ-PG IRS decision for one observation (see the module docstring)."""
 
     def __init__(self, scale: np.ndarray, one_hot: np.ndarray, bit_values: np.ndarray, max_bits: float,
-                 high_q: _MLP, policy: _MLP, n: int) -> None:
+                 high_q: FusedMLP, policy: FusedMLP, n: int) -> None:
         d = self.d = scale.shape[0]
         self.scale, self.bit_values, self.n = scale, bit_values, n
         self.mb = F32(max_bits)
@@ -263,7 +263,7 @@ class _PGIRS:
 def _bs(graph: Mapping[str, Any], steps: list, arrays: Mapping[str, np.ndarray], nets: Mapping[str, Any]) -> Any:
     if graph.get("outputs") != {"V": "V"} or graph.get("state"):
         return None
-    net = _MLP.of(nets.get(steps[2].get("net")))
+    net = FusedMLP.of(nets.get(steps[2].get("net")))
     scale, one = _f32_vector(arrays, "obs_scale"), _f32_vector(arrays, "one")
     if net is None or scale is None or one is None:
         return None
@@ -283,7 +283,7 @@ def _bs(graph: Mapping[str, Any], steps: list, arrays: Mapping[str, np.ndarray],
 class _ScaledBeamformer:
     """The scaled beamformer BS decision for one observation (see the module docstring)."""
 
-    def __init__(self, scale: np.ndarray, one: np.ndarray, net: _MLP, shape: tuple[int, ...],
+    def __init__(self, scale: np.ndarray, one: np.ndarray, net: FusedMLP, shape: tuple[int, ...],
                  p_max_w: float, mode: str) -> None:
         d = scale.shape[0]
         self.scale, self.net, self.shape, self.ball = scale, net, shape, mode == "ball"

@@ -268,12 +268,12 @@ def test_fused_nets_equal_graph_nets_with_negative_zero_biases_and_either_produc
     xs += [np.zeros((1, 6), np.float32), np.full((1, 6), -0.0, np.float32), -np.abs(xs[1]), np.abs(xs[1])]
     for same in (True, False):
         monkeypatch.setattr(maq_pg, "_same_product", lambda W, rng: same)
-        fused = maq_pg._MLP.of(net)
+        fused = maq_pg.FusedMLP.of(net)
         assert fused is not None and all((p is np.dot) == same for p, *_ in fused.layers)
         with np.errstate(all="ignore"):
             for x in xs:
                 assert _bits_equal(fused(x), net(x))
-    assert maq_pg._MLP.of(Net("n", layers[:1] + [{"act": "elu"}], arrays)) is None
+    assert maq_pg.FusedMLP.of(Net("n", layers[:1] + [{"act": "elu"}], arrays)) is None
 
 
 def test_long_observations_keep_the_numpy_nan_check(monkeypatch, tmp_path: Path) -> None:
