@@ -527,8 +527,12 @@ class AgentDaemon:
             if not client.wait(wake_at - time.monotonic()):
                 state.drain()
                 if client.quiet_pending():   # the peers' reports of the slot just closed
+                    # The socket stays armed: the hub may hand a slot's reports over in more than
+                    # one batch, and a socket disarmed after the first would leave the rest for the
+                    # next slot's answer to find pending, i.e. inside that slot's window, and the
+                    # slot after that too (seen in a sched trace: the BS spent ~0.4 ms per slot
+                    # there). Its reports come at slot close, so being armed never wakes it mid-slot.
                     self._peer_raw.extend(client.drain_quiet())
-                    client.arm_quiet(False)
                     self._absorb_peers()
                 continue
             newest: bytes | None = None

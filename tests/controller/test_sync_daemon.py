@@ -204,6 +204,54 @@ def test_sync_daemons_wait_for_a_late_hub_and_outlive_a_server_restart(p1_bundle
     assert all(r["ctl_start"] >= 1 for r in daemons.results.values())
 
 
+def test_bs_absorbs_every_batch_of_reports_between_slots(p1_bundle):
+    """The peers' reports of a slot may reach the BS in several batches (the hub forwards what
+    it holds as it comes). Each batch wakes the BS between slots: none is left queued for the
+    next slot's answer to find, i.e. to decode inside the next latency window."""
+    bus = ZmqBus()
+    server = ZmqSyncClient(bus.cfg, "fake-server").start()
+    try:
+        server.subscribe("hello/", "act/bs0")
+        # no heartbeat during the test: its drain of the quiet socket would hide a missed wake-up
+        daemons = SyncDaemons(daemon_configs(bus.cfg, p1_bundle, {"bs0": {"heartbeat_s": 600.0}}, agents=("bs0",)))
+        bs = daemons.daemons[0]
+        deadline = time.monotonic() + 10
+        welcomed = False
+        while not welcomed and time.monotonic() < deadline:
+            if server.wait(0.2):
+                for topic, payload in server.drain():
+                    hello = m.decode(payload)
+                    if isinstance(hello, m.Hello):
+                        server.publish("welcome/bs0", m.encode(m.Welcome("bs0", hello.incarnation, 0)))
+                        welcomed = True
+        obs = np.zeros(bs.bundle.obs_dim("bs0"), np.float32)
+        server.publish("obs/bs0", m.encode(m.Observation(0, "bs0", obs, time.time() + 60, time.time())))
+        answered = False
+        while not answered and time.monotonic() < deadline:
+            answered = server.wait(0.2) and any(t == "act/bs0" for t, _ in server.drain())
+        assert answered
+        reports = {}
+        for irs in ("irs0", "irs1"):   # the surfaces' answers, as their daemons send them
+            d = AgentDaemon(daemon_configs(bus.cfg, p1_bundle, agents=(irs,))[0])
+            rec = m.Observation(0, irs, np.zeros(d.bundle.obs_dim(irs), np.float32), time.time() + 60, time.time())
+            decided = d._decide(rec)
+            reports[irs] = d._apply_and_report(rec, decided, time.thread_time())
+            d.driver.close()
+        for irs, body in reports.items():   # two batches, 0.3 s apart
+            server.publish(f"act/{irs}", body)
+            time.sleep(0.3)
+        waited = time.monotonic()
+        while set(bs.peers) != {"irs0", "irs1"} and time.monotonic() < waited + 2.0:
+            time.sleep(0.02)
+        # Both absorbed with no further observation: the second batch woke it too.
+        assert set(bs.peers) == {"irs0", "irs1"}
+        assert bs.counters["peer_msgs"] == 2
+        daemons.stop()
+    finally:
+        server.close()
+        bus.close()
+
+
 def test_sync_client_prefix_rule_and_quiet_socket():
     """The shared topic rule on the byte-prefix SUB (obs/irs1 is not obs/irs10), and a quiet
     subscription that queues without ending wait()."""
