@@ -563,6 +563,15 @@ class BoardEmulator:
             now = arrived
         # The bytes occupy the line for their wire time even if a fault then drops them.
         self._rx_free = max(self._rx_free, now) + self.wire_seconds(len(data))
+        # A board's MCU decodes a request as its bytes come off the line, so nothing it does
+        # is visible before the last byte crosses it: decoding here early and then waiting
+        # models the same board. Waiting first, until shortly before that last byte, keeps this
+        # process's decode out of the moment its host and the other hosts are being handed
+        # their slot's observations (four emulators and five daemons share two cores in the
+        # control-loop bench; a real board's MCU takes no host CPU at all).
+        defer = self._rx_free - _DECODE_LEAD_S - time.monotonic()
+        if defer > 0:
+            time.sleep(defer)
         for item in self._decoder.feed(self._rx_mangle(data)):
             with self.lock:
                 if isinstance(item, p.DecodeError):
@@ -586,6 +595,9 @@ class BoardEmulator:
             if self.model_wire or self.faults.slow_ms:
                 self._pacer.until(self._tx_free if self.model_wire else start)
             self._write(self._tx_mangle(wire))
+
+
+_DECODE_LEAD_S = 0.001   # decode this long before a request's modelled last byte: >> its decode time
 
 
 def _frame_crc(frame: p.Frame) -> int:

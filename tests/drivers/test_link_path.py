@@ -231,3 +231,28 @@ def test_emulator_wire_clock_starts_when_the_host_wrote(monkeypatch):
     assert reply
     assert emu._rx_free - t0 < wire_request + 0.002            # 5 ms late would be + 0.005
     assert elapsed >= p.wire_seconds(len(frame) + len(reply), baud)   # never faster than the wire
+
+
+def test_emulator_handles_a_request_only_near_its_last_byte():
+    """A board's MCU decodes a request as its bytes come off the line: nothing of it is handled
+    while most of it is still on the wire (the emulator waits until ~1 ms before the last byte
+    crosses, which also keeps its decode away from the moment its host is busiest), and the
+    reply still comes at the modelled time."""
+    import socket
+
+    baud = 1200   # a 12-byte request occupies the line ~0.1 s
+    with BoardEmulator(16, (1, 2), baud=baud, tcp_port=0) as emu:
+        with socket.create_connection(("127.0.0.1", emu.port)) as host:
+            host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            time.sleep(0.1)
+            frame = p.encode_frame(p.Frame(p.MsgType.INFO, 1, b""))
+            t0 = time.monotonic()
+            host.sendall(frame)
+            time.sleep(0.03)
+            handled_early = emu.frames_seen
+            host.settimeout(5.0)
+            reply = host.recv(1000)
+            elapsed = time.monotonic() - t0
+    assert p.wire_seconds(len(frame), baud) > 0.09
+    assert handled_early == 0 and emu.frames_seen == 1
+    assert reply and elapsed >= p.wire_seconds(len(frame) + len(reply), baud)
