@@ -147,7 +147,8 @@ def window_path(records: list[dict]) -> dict[str, float]:
 
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
                profile: Path | None = None, show_threads: bool = False, steady: Path | None = None,
-               park: bool = True, board: tuple[int, str] = (10, "1,2,3"), period_ms: float = 0.0) -> dict:
+               park: bool = True, board: tuple[int, str] = (10, "1,2,3"), period_ms: float = 0.0,
+               by_slack: bool = True) -> dict:
     from controller.deploy import load_deployment
     from drivers import protocol
     from twin.surface_config import SurfaceConfig
@@ -250,6 +251,8 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
         extra = {"blocking_collect": True} if "blocking_collect" in fields else {}
         if "park_peer_reports" in fields:
             extra["park_peer_reports"] = park
+        if "release_by_slack" in fields:
+            extra["release_by_slack"] = by_slack
         server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120, **extra))
         freeze_startup_objects()   # as `ristwin twin-server` does
         t0 = time.perf_counter()
@@ -422,6 +425,9 @@ def main() -> None:
     ap.add_argument("--no-park", action="store_true",
                     help="the server's hub forwards the agents' act/ and share/ reports to their peers at once "
                          "instead of when the slot closes (ServerConfig.park_peer_reports=False)")
+    ap.add_argument("--all-at-once", action="store_true",
+                    help="every observation goes out at the slot's start, also to agents with slack "
+                         "(ServerConfig.release_by_slack=False)")
     args = ap.parse_args()
 
     import torch
@@ -435,7 +441,7 @@ def main() -> None:
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
                                        args.threads, args.profile_steady, not args.no_park,
-                                       (args.elements, args.bits), args.period_ms))
+                                       (args.elements, args.bits), args.period_ms, not args.all_at_once))
                 if args.keep_logs is not None:
                     args.keep_logs.mkdir(parents=True, exist_ok=True)
                     shutil.copy(work / f"{kind}-{drv}.jsonl", args.keep_logs / f"{kind}-{drv}.jsonl")

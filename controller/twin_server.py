@@ -76,6 +76,10 @@ class ServerConfig:
     # before; forwarding them mid-slot woke the peers' ZeroMQ I/O threads (4 per slot for a P1
     # BS) while the two cores were busiest.
     park_peer_reports: bool = True
+    # An agent with far less to do per slot than the slowest one gets its observation later, by
+    # half its slack (TwinServer._later): a BS no longer decides while the surfaces start their
+    # serial board exchanges on the same cores. False: every observation goes out at once.
+    release_by_slack: bool = True
 
 
 def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
@@ -145,6 +149,9 @@ MAX_PENDING_PER_AGENT = 4   # parked answers per agent and slot; more is a flood
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
+
+
+LATER_MIN_SLACK_S = 0.002   # below this, publishing an observation later gains less than a wake-up costs
 
 
 class TwinServer:
@@ -337,9 +344,41 @@ class TwinServer:
         if agent not in self._got:
             self._answered.discard(agent)
 
-    async def _collect(self, slot: int, deadline: float) -> tuple[dict[str, m.Action], float | None]:
-        """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline."""
+    def _later(self) -> tuple[float, list[str]] | None:
+        """Agents whose observation can go out later than the others', and how much later (s).
+
+        A slot lasts as long as its slowest agent. An agent whose last decide + apply took far
+        less than the slowest one's (a BS deciding in ~0.1 ms while the surfaces' serial boards
+        take ~10 ms) gets its observation half its slack later: it still answers well before the
+        slowest agent, and its wake-ups and decision no longer take CPU from the agents starting
+        their board exchanges at the slot's start (on a shared host). Off until every agent has
+        answered once, and for slack under ``LATER_MIN_SLACK_S``: then all go out at once."""
+        if not self.cfg.release_by_slack or len(self._work_s) < len(self._fanout):
+            return None
+        longest = max(self._work_s.values())
+        delay = {a: min((longest - w) / 2, self.cfg.deadline_s / 4) for a, w in self._work_s.items()
+                 if longest - w >= LATER_MIN_SLACK_S}
+        if not delay:
+            return None
+        return min(delay.values()), [a for a in self._fanout if a in delay]
+
+    async def _collect(self, slot: int, deadline: float,
+                       release: tuple[float, list[bytes], list[str]] | None = None) -> tuple[dict[str, m.Action], float | None]:
+        """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline;
+        ``release`` = (when, observations, topics) still to publish at ``when`` (see _later)."""
         wait = self._blocking_wait
+        if release is not None:
+            when, bodies, topics = release
+            while self._all_in_at is None and (left := when - time.time()) > 0:
+                if wait is not None:
+                    wait(left)
+                else:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(self._all_in), left)
+                    except asyncio.TimeoutError:
+                        pass
+            for topic, body in zip(topics, bodies):
+                await self._publish(topic, body)
         while True:
             if wait is not None:
                 # The hub's own transport forwards and dispatches in this thread (HubTransport.wait).
@@ -374,9 +413,16 @@ class TwinServer:
         if self._hold is not None:
             self._hold.hold()
         heads = self._obs_heads(slot, obs)
+        later = self._later()
+        held = later[1] if later is not None else ()
         for a in self._fanout:
-            await self._publish(self._obs_topic[a], m.observation_with_times(heads[a], deadline, t0))
-        got, all_in_at = await self._collect(slot, deadline)
+            if a not in held:
+                await self._publish(self._obs_topic[a], m.observation_with_times(heads[a], deadline, t0))
+        release = None
+        if later is not None:
+            release = (t0 + later[0], [m.observation_with_times(heads[a], deadline, t0) for a in held],
+                       [self._obs_topic[a] for a in held])
+        got, all_in_at = await self._collect(slot, deadline, release)
         if self._hold is not None:
             self._hold.release()
 

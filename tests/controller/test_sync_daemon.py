@@ -204,6 +204,41 @@ def test_sync_daemons_wait_for_a_late_hub_and_outlive_a_server_restart(p1_bundle
     assert all(r["ctl_start"] >= 1 for r in daemons.results.values())
 
 
+@pytest.mark.parametrize("by_slack,blocking", [(True, False), (True, True), (False, True)])
+def test_an_agent_with_slack_gets_its_observation_later(p1_bundle, tmp_path, by_slack, blocking):
+    """Surfaces whose board takes 40 ms per apply and a BS that decides in well under 1 ms: from
+    the second slot on, the BS's observation goes out half its slack later (ServerConfig.
+    release_by_slack), and its answer still comes before the surfaces', so the slot is no
+    longer; off, every observation goes out at the slot's start."""
+    slow = SIM + "&latency_ms=40"
+    slots = 6
+    # blocking: the server hosts the hub and blocks on its sockets (``ristwin twin-server``)
+    bus = BusConfig(pub_port=free_port(), sub_port=free_port()) if blocking else ZmqBus()
+    bus_cfg = bus if blocking else bus.cfg
+    try:
+        configs = [dataclasses.replace(c, driver_url=slow) if c.agent != "bs0" else c
+                   for c in daemon_configs(bus_cfg, p1_bundle)]
+        daemons = SyncDaemons(configs)
+        summary = run_server(server_for(bus_cfg, p1_bundle, tmp_path / "run.jsonl", slots, release_by_slack=by_slack,
+                                        host_hub=blocking, blocking_collect=blocking))
+        daemons.stop()
+    finally:
+        if not blocking:
+            bus.close()
+    assert summary["missed"] == {}
+    records = read_runlog(tmp_path / "run.jsonl", "slot")
+    first, later = records[0]["agents"], [r["agents"] for r in records[1:]]
+    assert first["bs0"]["timing"]["recv_lag_s"] < 0.01            # no estimate yet: all at once
+    for agents in later:
+        bs_lag = agents["bs0"]["timing"]["recv_lag_s"]
+        if by_slack:
+            assert 0.012 < bs_lag < 0.03                            # ~(40 ms - <1 ms) / 2
+            assert agents["bs0"]["arrived_s"] < min(agents[a]["arrived_s"] for a in ("irs0", "irs1"))
+        else:
+            assert bs_lag < 0.01
+        assert all(agents[a]["timing"]["recv_lag_s"] < 0.01 for a in ("irs0", "irs1"))
+
+
 def test_bs_absorbs_every_batch_of_reports_between_slots(p1_bundle):
     """The peers' reports of a slot may reach the BS in several batches (the hub forwards what
     it holds as it comes). Each batch wakes the BS between slots: none is left queued for the
