@@ -448,10 +448,15 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"message: expected bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message: {len(data)} bytes exceeds MAX_MESSAGE_BYTES={MAX_MESSAGE_BYTES}")
-    if type(data) is bytes and data.startswith(_ACT_HEAD):
-        msg = _decode_action_fast(data)
-        if msg is not None:
-            return msg
+    if type(data) is bytes:
+        if data.startswith(_OBS_HEAD):
+            msg = _decode_observation_fast(data)
+            if msg is not None:
+                return msg
+        elif data.startswith(_ACT_HEAD):
+            msg = _decode_action_fast(data)
+            if msg is not None:
+                return msg
     try:
         body = msgpack.unpackb(data if type(data) is bytes else bytes(data), raw=False, ext_hook=_ext_hook, strict_map_key=True,
                                max_map_len=MAX_MAP_ITEMS, max_array_len=MAX_ARRAY_ELEMENTS,
@@ -479,6 +484,8 @@ def decode(data: bytes) -> Message:
         raise MessageError(f"{kind}: invalid ({type(exc).__name__}: {exc})") from None
     if kind == "act" and type(data) is bytes:
         _remember_action_layout(data, msg)
+    elif kind == "obs" and type(data) is bytes:
+        _remember_observation_layout(data, msg)
     return msg
 
 
@@ -644,8 +651,9 @@ def _encode_action_fast(msg: Action) -> bytes | None:
 
 
 def _action_slot(data: bytes) -> tuple[int, int] | None:
-    """(slot, offset after it) of bytes that start with ``_ACT_HEAD``, the slot packed as an
-    unsigned integer the way ``encode`` packs it; None for anything else."""
+    """(slot, offset after it) of bytes that start with ``_ACT_HEAD`` (or ``_OBS_HEAD``, as
+    long), the slot packed as an unsigned integer the way ``encode`` packs it; None for
+    anything else."""
     i = len(_ACT_HEAD)
     if len(data) <= i:
         return None
@@ -717,6 +725,67 @@ def _remember_action_layout(data: bytes, msg: Action) -> None:
         return
     if _encode_action_fast(msg) == data:   # (a dict update is atomic: threads may race here)
         _ACT_SEEN[parts[0].tail_len] = seen + (parts[0],)
+
+
+# Observations: what follows the slot is (agent key and id, the array's ext header) + the array's
+# bytes + the two times, always packed as float 64 (``observation_with_times``). A full decode that
+# accepted bytes laid out exactly so remembers the constant middle part, keyed by the length of
+# middle + array bytes; bytes with that middle then decode without msgpack: only the slot, the
+# array's bytes and the times vary, and those are checked here as the full decode checks them.
+_OBS_TAIL = len(_OBS_DEADLINE) + 8 + len(_OBS_SENT_AT) + 8
+_OBS_SEEN: dict[int, tuple[tuple[bytes, str, np.dtype, np.dtype], ...]] = {}
+_OBS_SEEN_MAX = 256       # lengths
+_OBS_SEEN_PER_LEN = 16    # layouts of one length
+assert len(_OBS_HEAD) == len(_ACT_HEAD)   # _action_slot reads the slot of either
+
+
+def _decode_observation_fast(data: bytes) -> Observation | None:
+    """The Observation in ``data`` (which starts with ``_OBS_HEAD``) if its constant bytes are
+    those of a layout a full decode accepted and its values pass their checks; else None."""
+    head = _action_slot(data)
+    if head is None:
+        return None
+    slot, i = head
+    end = len(data) - _OBS_TAIL
+    for mid, agent, dtype, native in _OBS_SEEN.get(end - i, ()):
+        if data.startswith(mid, i):
+            break
+    else:
+        return None
+    at = end + len(_OBS_DEADLINE)
+    if (slot >= 2**62 or not data.startswith(_OBS_DEADLINE, end)
+            or not data.startswith(_OBS_SENT_AT, at + 8)):
+        return None
+    deadline = _F64.unpack_from(data, at)[0]
+    sent_at = _F64.unpack_from(data, at + 8 + len(_OBS_SENT_AT))[0]
+    if not (math.isfinite(deadline) and math.isfinite(sent_at)):
+        return None          # the full decode refuses it, naming the field
+    # a writable array in native byte order, as the full decode gives (a copy of the bytes)
+    raw = data[i + len(mid):end]
+    obs = np.frombuffer(bytearray(raw), native) if _LITTLE else np.frombuffer(raw, dtype).astype(native)
+    return Observation(slot, agent, obs, deadline, sent_at)
+
+
+def _remember_observation_layout(data: bytes, msg: Observation) -> None:
+    """After a full decode accepted ``data``: if it is exactly what ``encode`` writes for ``msg``,
+    its middle part is known good, and later bytes with it take the fast path."""
+    if type(msg.slot) is not int or type(msg.agent) is not str:
+        return
+    try:
+        head = observation_head(msg.slot, msg.agent, msg.obs)
+    except MessageError:
+        return
+    if data != observation_with_times(head, msg.deadline, msg.sent_at):
+        return               # another layout of the same message (e.g. keys in another order)
+    raw_len = msg.obs.size * msg.obs.dtype.itemsize
+    mid = head[len(_OBS_HEAD) + len(_packer().pack(msg.slot)):len(head) - raw_len]
+    key = len(mid) + raw_len
+    seen = _OBS_SEEN.get(key, ())
+    if any(entry[0] == mid for entry in seen) or len(seen) >= _OBS_SEEN_PER_LEN \
+            or (not seen and len(_OBS_SEEN) >= _OBS_SEEN_MAX):
+        return
+    wire = msg.obs.dtype.newbyteorder("<") if msg.obs.dtype.byteorder != "|" else msg.obs.dtype
+    _OBS_SEEN[key] = seen + ((mid, msg.agent, wire, msg.obs.dtype),)   # (a dict update is atomic)
 
 
 def peek_action(data: bytes) -> tuple[int, str] | None:
