@@ -148,7 +148,7 @@ def window_path(records: list[dict]) -> dict[str, float]:
 def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, baud: int, work: Path,
                profile: Path | None = None, show_threads: bool = False, steady: Path | None = None,
                park: bool = True, board: tuple[int, str] = (10, "1,2,3"), period_ms: float = 0.0,
-               by_slack: bool = True) -> dict:
+               by_slack: bool = True, cpu_latency_us: int | None = None) -> dict:
     from controller.deploy import load_deployment
     from drivers import protocol
     from twin.surface_config import SurfaceConfig
@@ -161,7 +161,8 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
     agents = ["bs0"] + [f"irs{i}" for i in range(n_irs)]
     lines = [
         "[deployment]", f'name = "bench"', f'bundle = "{bundle}"', "seed = 1", f"slots = {slots}",
-        "deadline_ms = 500", f"period_ms = {period_ms:g}", f'runlog = "{work}/{kind}-{driver}.jsonl"', "",
+        "deadline_ms = 500", f"period_ms = {period_ms:g}", f'runlog = "{work}/{kind}-{driver}.jsonl"',
+        *([f"cpu_latency_us = {cpu_latency_us}"] if cpu_latency_us is not None else []), "",
         "[transport]", f'kind = "{"mqtt" if kind == "mqtt" else "zmq"}"',
     ]
     try:
@@ -307,8 +308,10 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
     win_cpu = float(np.median(sp[:, 1] - sp[:, 0])) if len(sp) else float("nan")
     after_cpu = float(np.median(sp[:, 2] - sp[:, 1])) if len(sp) else float("nan")
     between_cpu = float(np.median(sp[1:, 0] - sp[:-1, 2])) if len(sp) > 1 else float("nan")
+    start = read_runlog(dep.runlog, "start")
     return {
         "transport": kind, "driver": driver, "slots": len(records),
+        "cpu_latency": start[0].get("cpu_latency", "off") if start else "?",
         "agent_cpu": float(np.median(agent_cpu)), "server_cpu": float(np.median(server_cpu)),
         "win_cpu": win_cpu, "after_cpu": after_cpu, "between_cpu": between_cpu,
         "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
@@ -425,6 +428,9 @@ def main() -> None:
     ap.add_argument("--no-park", action="store_true",
                     help="the server's hub forwards the agents' act/ and share/ reports to their peers at once "
                          "instead of when the slot closes (ServerConfig.park_peer_reports=False)")
+    ap.add_argument("--cpu-latency-us", type=int, default=None,
+                    help="deployment.cpu_latency_us: the server and every daemon hold this CPU wake-up latency "
+                         "bound (Linux PM QoS; needs root; controller/cpu_latency.py)")
     ap.add_argument("--all-at-once", action="store_true",
                     help="every observation goes out at the slot's start, also to agents with slack "
                          "(ServerConfig.release_by_slack=False)")
@@ -441,7 +447,8 @@ def main() -> None:
             for drv in args.drivers.split(","):
                 rows.append(run_config(kind, drv, bundle, args.slots, args.surfaces, args.baud, work, args.profile,
                                        args.threads, args.profile_steady, not args.no_park,
-                                       (args.elements, args.bits), args.period_ms, not args.all_at_once))
+                                       (args.elements, args.bits), args.period_ms, not args.all_at_once,
+                                       args.cpu_latency_us))
                 if args.keep_logs is not None:
                     args.keep_logs.mkdir(parents=True, exist_ok=True)
                     shutil.copy(work / f"{kind}-{drv}.jsonl", args.keep_logs / f"{kind}-{drv}.jsonl")
@@ -476,7 +483,8 @@ def main() -> None:
     print(f"summary: 1 BS + {args.surfaces} surfaces of {args.elements} x {args.bits}-bit elements at {args.baud} "
           f"baud, sim drivers p99 zmq {worst['zmq']:.2f} ms (ipc "
           f"{worst['zmq-ipc']:.2f}) / mqtt {worst['mqtt']:.2f} ms (targets 2 / 5 ms), emulated boards lat/apply "
-          f"{ratio:.2f} (lat/wire {wratio:.2f}; target 1.2), load average {load:.1f} on {os.cpu_count()} cores")
+          f"{ratio:.2f} (lat/wire {wratio:.2f}; target 1.2), load average {load:.1f} on {os.cpu_count()} cores, "
+          f"CPU latency bound {sorted({r['cpu_latency'] for r in rows})}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class DaemonConfig:
     watchdog_s: float = 0.0               # >0 arms the board's host-loss watchdog
     use_board_energy: bool = True         # observation's energy entry from the board's report
     delay_s: float = 0.0                  # fault injection: answer this much later (tests, benches)
+    cpu_latency_us: int | None = None     # PM QoS bound the daemon's process holds (controller/cpu_latency.py)
 
     def __post_init__(self) -> None:
         if self.on_sigterm not in ("hold", "safe"):
@@ -720,6 +721,13 @@ def pin_from_env(agent: str, agent_ids: Sequence[str]) -> int | None:
 
 
 def run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
+    from controller.cpu_latency import CpuLatencyHold
+
+    with CpuLatencyHold(cfg.cpu_latency_us) as latency:
+        return {**_run_daemon(cfg, bundle), "cpu_latency": latency.status}
+
+
+def _run_daemon(cfg: DaemonConfig, bundle: Any = None) -> dict[str, Any]:
     _limit_torch_threads()
     daemon = AgentDaemon(cfg, bundle)
     pin_from_env(cfg.agent, getattr(daemon.bundle, "agent_ids", ()))   # before the bus starts its threads

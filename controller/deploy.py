@@ -11,6 +11,8 @@ A deployment names the bus, the bundle, and every agent with its host and driver
     period_ms = 0             # slot period; 0 = as fast as the agents answer
     runlog = "runs/p1/deploy.jsonl"
     on_sigterm = "hold"       # or "safe": what a stopped surface daemon leaves latched
+    cpu_latency_us = 0        # optional: hold this CPU wake-up latency bound (PM QoS) in the
+                              # twin server and every daemon (controller/cpu_latency.py)
 
     [transport]               # every field of controller.transports.BusConfig
     kind = "zmq"              # or "mqtt" (broker = true: `ristwin deploy` starts mosquitto)
@@ -96,6 +98,7 @@ class Deployment:
     twin_host: str = "127.0.0.1"
     twin_overrides: dict[str, Any] = field(default_factory=dict)
     broker: bool = False
+    cpu_latency_us: int | None = None     # PM QoS bound each process holds (None: none)
 
     def agent(self, agent_id: str) -> AgentSpec:
         for a in self.agents:
@@ -109,7 +112,8 @@ class Deployment:
         return ServerConfig(bus=self.bus, agents=tuple(a.id for a in self.agents), runlog=self.runlog,
                             bundle=self.bundle, scenario_overrides=dict(self.twin_overrides), seed=self.seed,
                             slots=self.slots, deadline_s=self.deadline_s, period_s=self.period_s,
-                            agent_keys={a.id: a.curve_public_key for a in self.agents if a.curve_public_key})
+                            agent_keys={a.id: a.curve_public_key for a in self.agents if a.curve_public_key},
+                            cpu_latency_us=self.cpu_latency_us)
 
     def daemon_config(self, agent_id: str) -> "DaemonConfig":
         from controller.daemon import DaemonConfig
@@ -124,7 +128,8 @@ class Deployment:
             bus = dataclasses.replace(bus, ipc_dir="")   # unix sockets only reach the hub's own host
         return DaemonConfig(bus=bus, agent=spec.id, bundle=self.bundle, driver_url=spec.driver,
                             on_sigterm=spec.on_sigterm or self.on_sigterm, heartbeat_s=self.heartbeat_s,
-                            watchdog_s=spec.watchdog_ms / 1000.0, delay_s=spec.delay_ms / 1000.0)
+                            watchdog_s=spec.watchdog_ms / 1000.0, delay_s=spec.delay_ms / 1000.0,
+                            cpu_latency_us=self.cpu_latency_us)
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -153,7 +158,7 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
     _check_keys(raw, {"deployment", "transport", "twin", "agent"}, str(path))
     dep = dict(raw.get("deployment", {}))
     _check_keys(dep, {"name", "bundle", "seed", "slots", "deadline_ms", "period_ms", "runlog", "on_sigterm",
-                      "heartbeat_ms"}, "deployment")
+                      "heartbeat_ms", "cpu_latency_us"}, "deployment")
     if "bundle" not in dep:
         raise ConfigError("deployment.bundle: missing; point it at a trained actor bundle (RUN/bundle)")
     name = str(dep.get("name", path.stem))
@@ -202,6 +207,7 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
         runlog=_resolve(base, str(dep.get("runlog", f"{name}-run.jsonl"))),
         on_sigterm=str(dep.get("on_sigterm", "hold")), heartbeat_s=_number(dep, "heartbeat_ms", 500, float) / 1000.0,
         twin_host=twin_host, twin_overrides=dict(twin.get("overrides", {})), broker=broker,
+        cpu_latency_us=_cpu_latency(dep),
     )
     if d.deadline_s <= 0:
         raise ConfigError("deployment.deadline_ms: must be positive")
@@ -227,6 +233,18 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
         if a.on_sigterm not in ("", "hold", "safe"):
             raise ConfigError(f"agent {a.id}: on_sigterm {a.on_sigterm!r} must be 'hold' or 'safe'")
     return d
+
+
+def _cpu_latency(table: dict[str, Any]) -> int | None:
+    from controller.cpu_latency import MAX_US
+
+    if "cpu_latency_us" not in table:
+        return None
+    value = table["cpu_latency_us"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_US:
+        raise ConfigError(f"deployment.cpu_latency_us: expected whole microseconds in 0..{MAX_US} (0: the CPUs "
+                          f"never sleep deeper than polling), got {value!r}; or leave it out for no bound")
+    return value
 
 
 def _number(table: dict[str, Any], key: str, default: float, kind: type) -> Any:

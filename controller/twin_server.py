@@ -80,6 +80,9 @@ class ServerConfig:
     # half its slack (TwinServer._later): a BS no longer decides while the surfaces start their
     # serial board exchanges on the same cores. False: every observation goes out at once.
     release_by_slack: bool = True
+    # Hold this CPU wake-up latency bound (Linux PM QoS, controller/cpu_latency.py) while running;
+    # None: no bound. Its status goes into the run log's start record.
+    cpu_latency_us: int | None = None
 
 
 def build_env(cfg: ServerConfig) -> tuple[Any, dict[str, torch.Tensor], str]:
@@ -529,6 +532,12 @@ class TwinServer:
     # ---- main -----------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
+        from controller.cpu_latency import CpuLatencyHold
+
+        with CpuLatencyHold(self.cfg.cpu_latency_us) as latency:
+            return await self._run(latency.status)
+
+    async def _run(self, cpu_latency: str) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.bus.kind == "zmq" and cfg.host_hub:
             from controller.transports.zmq_bus import ZmqHub
@@ -557,7 +566,8 @@ class TwinServer:
             with RunLog(cfg.runlog) as log:
                 log.append({"type": "start", "t": time.time(), "deployment": cfg.bus.deployment,
                             "transport": cfg.bus.kind, "bundle_hash": self.bundle_hash, "seed": cfg.seed,
-                            "agents": list(cfg.agents), "deadline_s": cfg.deadline_s, "pid": os.getpid()})
+                            "agents": list(cfg.agents), "deadline_s": cfg.deadline_s, "pid": os.getpid(),
+                            "cpu_latency": cpu_latency})
                 next_start = time.monotonic()
                 while not self._stop.is_set() and (cfg.slots == 0 or self.slot < cfg.slots):
                     obs = await self._run_slot(obs, log)

@@ -136,6 +136,9 @@ driver = "sim://?elements=10&bits=1,2,3"
     ("deadline_ms = nan", "sim://?elements=10&bits=1,2,3", "", "deployment.deadline_ms"),
     ("period_ms = -1", "sim://?elements=10&bits=1,2,3", "", "deployment.period_ms"),
     ("heartbeat_ms = 0", "sim://?elements=10&bits=1,2,3", "", "deployment.heartbeat_ms"),
+    ("cpu_latency_us = -1", "sim://?elements=10&bits=1,2,3", "", "deployment.cpu_latency_us"),
+    ("cpu_latency_us = 0.5", "sim://?elements=10&bits=1,2,3", "", "deployment.cpu_latency_us"),
+    ('cpu_latency_us = "low"', "sim://?elements=10&bits=1,2,3", "", "deployment.cpu_latency_us"),
     # The emulator listens on loopback only: a remote address would hang the agent, not fail.
     ("", "socket://10.1.1.1:7711", "[agent.emulate]\nelements = 10", "agent[1].driver"),
 ])
