@@ -579,6 +579,15 @@ class Supervisor:
         # `kill` / systemd stop (SIGTERM) ends the run like Ctrl-C, so the children are stopped
         # instead of orphaned; a failed start stops what already started.
         previous = signal.signal(signal.SIGTERM, _interrupt)
+        if self.dep.cpu_latency_us is not None:
+            from controller.cpu_latency import CpuLatencyHold
+
+            # Each process holds the bound itself (their logs are files); say once here whether
+            # this host lets it be held (if not, the check itself warns, naming the fix).
+            with CpuLatencyHold(self.dep.cpu_latency_us) as probe:
+                if probe.held:
+                    console.print(f"cpu_latency_us = {self.dep.cpu_latency_us}: held by the twin server and "
+                                  f"every daemon of this host")
         try:
             self.start()
             with Live(console=console, refresh_per_second=8, transient=True) as live:
