@@ -769,20 +769,21 @@ def _decode_observation_fast(data: bytes) -> Observation | None:
 def _remember_observation_layout(data: bytes, msg: Observation) -> None:
     """After a full decode accepted ``data``: if it is exactly what ``encode`` writes for ``msg``,
     its middle part is known good, and later bytes with it take the fast path."""
-    if type(msg.slot) is not int or type(msg.agent) is not str:
+    slot_end = _action_slot(data) if data.startswith(_OBS_HEAD) else None
+    if slot_end is None or type(msg.slot) is not int or type(msg.agent) is not str:
         return
+    key = len(data) - slot_end[1] - _OBS_TAIL      # the middle + array bytes, as the fast path keys them
+    seen = _OBS_SEEN.get(key, ())
+    if len(seen) >= _OBS_SEEN_PER_LEN or (not seen and len(_OBS_SEEN) >= _OBS_SEEN_MAX):
+        return               # full: checked before re-encoding, so a full cache costs no encode
     try:
         head = observation_head(msg.slot, msg.agent, msg.obs)
     except MessageError:
         return
     if data != observation_with_times(head, msg.deadline, msg.sent_at):
         return               # another layout of the same message (e.g. keys in another order)
-    raw_len = msg.obs.size * msg.obs.dtype.itemsize
-    mid = head[len(_OBS_HEAD) + len(_packer().pack(msg.slot)):len(head) - raw_len]
-    key = len(mid) + raw_len
-    seen = _OBS_SEEN.get(key, ())
-    if any(entry[0] == mid for entry in seen) or len(seen) >= _OBS_SEEN_PER_LEN \
-            or (not seen and len(_OBS_SEEN) >= _OBS_SEEN_MAX):
+    mid = head[slot_end[1]:len(head) - msg.obs.size * msg.obs.dtype.itemsize]
+    if any(entry[0] == mid for entry in seen):
         return
     wire = msg.obs.dtype.newbyteorder("<") if msg.obs.dtype.byteorder != "|" else msg.obs.dtype
     _OBS_SEEN[key] = seen + ((mid, msg.agent, wire, msg.obs.dtype),)   # (a dict update is atomic)
