@@ -570,9 +570,10 @@ class Supervisor:
         from rich.live import Live
         from rich.text import Text
 
-        from controller.runlog import iter_runlog
+        from controller.runlog import RunLogTail
 
         console = Console(stderr=False)
+        slots = RunLogTail(self.dep.runlog, "slot")   # each line read once, however long the run
         seen = 0
         last: dict[str, Any] = {}
         rc = 0
@@ -600,15 +601,14 @@ class Supervisor:
                                 and twin_running):
                             self._tell_exit(name, self.procs[name])
                             self._replace(name)
-                    if os.path.exists(self.dep.runlog):
-                        records = list(iter_runlog(self.dep.runlog, "slot"))
-                        for rec in records[seen:]:
-                            last = rec
-                            if self.print_slots:
-                                live.console.print(Text(self._slot_line(rec)), soft_wrap=True)
-                        seen = len(records)
+                    done = twin is not None and twin.poll() is not None   # before reading: the
+                    for rec in slots.poll():                              # last slots come too
+                        last = rec
+                        seen += 1
+                        if self.print_slots:
+                            live.console.print(Text(self._slot_line(rec)), soft_wrap=True)
                     live.update(Text(self._status(seen, last)))
-                    if twin is not None and twin.poll() is not None:
+                    if done:
                         rc = twin.returncode
                         break
                     time.sleep(0.1)

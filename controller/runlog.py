@@ -97,6 +97,45 @@ class RunLog:
         self.close()
 
 
+class RunLogTail:
+    """The records a growing run log gained since the last :meth:`poll`, each line read once.
+
+    A supervisor that shows a run's progress several times a second would otherwise re-read and
+    re-parse the whole file each time: over a day of slots that is gigabytes per refresh, on the
+    cores the control loop runs on. A line without its newline yet (being written, or torn by a
+    crash) waits for the rest; a file replaced or truncated under the reader is read from its start."""
+
+    def __init__(self, path: str | os.PathLike, kind: str | None = None) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self._offset = 0
+        self._partial = b""
+        self._inode: int | None = None
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if self._inode is not None and (st.st_ino != self._inode or st.st_size < self._offset):
+                    self._offset, self._partial = 0, b""
+                self._inode = st.st_ino
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:     # JSONDecodeError, UnicodeDecodeError; an empty line
+                continue
+            if isinstance(rec, dict) and (self.kind is None or rec.get("type") == self.kind):
+                out.append(rec)
+        return out
+
+
 def read_runlog(path: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
     return list(iter_runlog(path, kind))
 
