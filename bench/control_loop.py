@@ -247,13 +247,10 @@ def run_config(kind: str, driver: str, bundle: Path, slots: int, n_irs: int, bau
                 return got
 
         # as `ristwin twin-server` runs it (blocking_collect: nothing else runs in this loop); the
-        # check lets the same script time a tree from before that option
+        # check lets the same script time a tree from before these options
         fields = {f.name for f in dataclasses.fields(dep.server_config())}
-        extra = {"blocking_collect": True} if "blocking_collect" in fields else {}
-        if "park_peer_reports" in fields:
-            extra["park_peer_reports"] = park
-        if "release_by_slack" in fields:
-            extra["release_by_slack"] = by_slack
+        wanted = {"blocking_collect": True, "park_peer_reports": park, "release_by_slack": by_slack}
+        extra = {k: v for k, v in wanted.items() if k in fields}
         server = Server(dataclasses.replace(dep.server_config(), join_timeout_s=120, **extra))
         freeze_startup_objects()   # as `ristwin twin-server` does
         t0 = time.perf_counter()

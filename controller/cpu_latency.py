@@ -27,6 +27,11 @@ MAX_US = 2_000_000_000   # the device takes a signed 32-bit value
 log = logging.getLogger("ristwin.cpu_latency")
 
 
+def valid_us(value: object) -> bool:
+    """Whether ``value`` is a bound the device takes: whole microseconds in 0..MAX_US."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_US
+
+
 class CpuLatencyHold:
     """The bound while this object is open: ``status`` says what holds ("held: 0 us") or why
     nothing does; ``close()`` (or exiting the process) releases it."""
@@ -38,7 +43,7 @@ class CpuLatencyHold:
         if us is None:
             self.status = "off"
             return
-        if isinstance(us, bool) or not isinstance(us, int) or not 0 <= us <= MAX_US:
+        if not valid_us(us):
             raise ValueError(f"cpu_latency_us: {us!r} is not a whole number of microseconds in 0..{MAX_US}")
         try:
             fd = os.open(device, os.O_WRONLY)

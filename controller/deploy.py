@@ -236,12 +236,12 @@ def load_deployment(path: str | os.PathLike) -> Deployment:
 
 
 def _cpu_latency(table: dict[str, Any]) -> int | None:
-    from controller.cpu_latency import MAX_US
+    from controller.cpu_latency import MAX_US, valid_us
 
     if "cpu_latency_us" not in table:
         return None
     value = table["cpu_latency_us"]
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_US:
+    if not valid_us(value):
         raise ConfigError(f"deployment.cpu_latency_us: expected whole microseconds in 0..{MAX_US} (0: the CPUs "
                           f"never sleep deeper than polling), got {value!r}; or leave it out for no bound")
     return value

@@ -650,8 +650,8 @@ def _encode_action_fast(msg: Action) -> bytes | None:
     return data if len(data) <= MAX_MESSAGE_BYTES else None
 
 
-def _action_slot(data: bytes) -> tuple[int, int] | None:
-    """(slot, offset after it) of bytes that start with ``_ACT_HEAD`` (or ``_OBS_HEAD``, as
+def _slot_after_head(data: bytes) -> tuple[int, int] | None:
+    """(slot, offset after it) of bytes that start with ``_ACT_HEAD`` or ``_OBS_HEAD`` (as
     long), the slot packed as an unsigned integer the way ``encode`` packs it; None for
     anything else."""
     i = len(_ACT_HEAD)
@@ -669,7 +669,7 @@ def _action_slot(data: bytes) -> tuple[int, int] | None:
 def _decode_action_fast(data: bytes) -> Action | None:
     """The Action in ``data`` (which starts with ``_ACT_HEAD``) if its constant bytes are those
     of a layout a full decode accepted and its values pass their checks; None otherwise."""
-    head = _action_slot(data)
+    head = _slot_after_head(data)
     if head is None:
         return None
     slot, i = head
@@ -736,13 +736,13 @@ _OBS_TAIL = len(_OBS_DEADLINE) + 8 + len(_OBS_SENT_AT) + 8
 _OBS_SEEN: dict[int, tuple[tuple[bytes, str, np.dtype, np.dtype], ...]] = {}
 _OBS_SEEN_MAX = 256       # lengths
 _OBS_SEEN_PER_LEN = 16    # layouts of one length
-assert len(_OBS_HEAD) == len(_ACT_HEAD)   # _action_slot reads the slot of either
+assert len(_OBS_HEAD) == len(_ACT_HEAD)   # _slot_after_head reads the slot of either
 
 
 def _decode_observation_fast(data: bytes) -> Observation | None:
     """The Observation in ``data`` (which starts with ``_OBS_HEAD``) if its constant bytes are
     those of a layout a full decode accepted and its values pass their checks; else None."""
-    head = _action_slot(data)
+    head = _slot_after_head(data)
     if head is None:
         return None
     slot, i = head
@@ -769,7 +769,7 @@ def _decode_observation_fast(data: bytes) -> Observation | None:
 def _remember_observation_layout(data: bytes, msg: Observation) -> None:
     """After a full decode accepted ``data``: if it is exactly what ``encode`` writes for ``msg``,
     its middle part is known good, and later bytes with it take the fast path."""
-    slot_end = _action_slot(data) if data.startswith(_OBS_HEAD) else None
+    slot_end = _slot_after_head(data) if data.startswith(_OBS_HEAD) else None
     if slot_end is None or type(msg.slot) is not int or type(msg.agent) is not str:
         return
     key = len(data) - slot_end[1] - _OBS_TAIL      # the middle + array bytes, as the fast path keys them
@@ -798,7 +798,7 @@ def peek_action(data: bytes) -> tuple[int, str] | None:
     it (the twin server does so once the slot's answers are in)."""
     if type(data) is not bytes or not data.startswith(_ACT_HEAD) or len(data) > MAX_MESSAGE_BYTES:
         return None
-    head = _action_slot(data)
+    head = _slot_after_head(data)
     if head is None:
         return None
     slot, i = head

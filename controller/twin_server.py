@@ -363,12 +363,12 @@ class TwinServer:
         return min(delay.values()), [a for a in self._fanout if a in delay]
 
     async def _collect(self, slot: int, deadline: float,
-                       release: tuple[float, list[bytes], list[str]] | None = None) -> tuple[dict[str, m.Action], float | None]:
+                       release: tuple[float, list[tuple[str, bytes]]] | None = None) -> tuple[dict[str, m.Action], float | None]:
         """Wait until every agent answered slot ``slot`` (opened by _run_slot) or the deadline;
-        ``release`` = (when, observations, topics) still to publish at ``when`` (see _later)."""
+        ``release`` = (when, [(topic, observation)]) still to publish at ``when`` (see _later)."""
         wait = self._blocking_wait
         if release is not None:
-            when, bodies, topics = release
+            when, held = release
             while self._all_in_at is None and (left := when - time.time()) > 0:
                 if wait is not None:
                     wait(left)
@@ -377,7 +377,7 @@ class TwinServer:
                         await asyncio.wait_for(asyncio.shield(self._all_in), left)
                     except asyncio.TimeoutError:
                         pass
-            for topic, body in zip(topics, bodies):
+            for topic, body in held:
                 await self._publish(topic, body)
         while True:
             if wait is not None:
@@ -420,8 +420,8 @@ class TwinServer:
                 await self._publish(self._obs_topic[a], m.observation_with_times(heads[a], deadline, t0))
         release = None
         if later is not None:
-            release = (t0 + later[0], [m.observation_with_times(heads[a], deadline, t0) for a in held],
-                       [self._obs_topic[a] for a in held])
+            release = (t0 + later[0], [(self._obs_topic[a], m.observation_with_times(heads[a], deadline, t0))
+                                       for a in held])
         got, all_in_at = await self._collect(slot, deadline, release)
         if self._hold is not None:
             self._hold.release()
